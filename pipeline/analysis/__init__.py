@@ -1,0 +1,1 @@
+"""Analysis: pure polars + statistics over normalised frames."""

@@ -1,0 +1,1 @@
+"""Readers: one activity or pain file -> raw records. The only fitparse/gpxpy imports."""
