@@ -1,0 +1,450 @@
+"""Discover raw files -> decode -> normalise -> load into the warehouse; returns a summary.
+
+The raw folder is the single source of truth and is never written to. Each
+file is identified by the SHA-256 of its bytes: a file already in the ledger
+is not decoded again, so re-running changes nothing and a new file adds only
+its own rows. Every file ends in the ledger (``files``) as ``loaded``,
+``duplicate``, ``skipped`` or ``rejected`` with a reason.
+
+Pain logs are re-read on every run (they are small and runners edit them):
+every row is joined again to the runs in the warehouse, so a run that arrives
+after its pain report still gets matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.analysis.onset import join_pain_onsets
+from pipeline.config import Settings
+from pipeline.errors import InputError, PainRowError, RejectedFile, SkippedFile
+from pipeline.normalise import read_activities
+from pipeline.schema import PAIN_REPORT_SCHEMA, NormalisedActivity
+from pipeline.sources.archive import iter_archive
+from pipeline.sources.athlete import Athlete, read_athlete
+from pipeline.sources.pain import read_pain_log
+from pipeline.warehouse import Warehouse
+from pipeline.workers import Job, run_jobs
+
+__all__ = ["IngestSummary", "ingest", "discover", "RawFile", "ACTIVITY_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+#: File name endings the ingest treats as activity files (case-insensitive).
+ACTIVITY_SUFFIXES = (".fit", ".gpx", ".tcx", ".fit.gz", ".gpx.gz", ".tcx.gz", ".zip")
+#: FIT first: when the same run comes as FIT and GPX, the richer file is kept.
+_FORMAT_ORDER = {"fit": 0, "tcx": 1, "gpx": 2, "zip": 3}
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One activity file found under the raw folder."""
+
+    path: Path
+    rel_path: str
+    athlete_id: str | None
+
+    @property
+    def kind(self) -> str:
+        name = self.path.name.lower().removesuffix(".gz")
+        return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did. ``rejected`` lists (path, reason) for this run's new rejections."""
+
+    run_id: str = ""
+    files_seen: int = 0
+    unchanged: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    activities_total: int = 0
+    runs_total: int = 0
+    samples_loaded: int = 0
+    pain_reports: int = 0
+    pain_status: dict[str, int] = field(default_factory=dict)
+    pain_rows_rejected: list[tuple[str, str]] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def pain_matched(self) -> int:
+        return self.pain_status.get("matched", 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "files_seen": self.files_seen,
+            "unchanged": self.unchanged,
+            "loaded": self.loaded,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "rejected": len(self.rejected),
+            "activities_total": self.activities_total,
+            "runs_total": self.runs_total,
+            "samples_loaded": self.samples_loaded,
+            "pain_reports": self.pain_reports,
+            "pain_status": dict(sorted(self.pain_status.items())),
+            "pain_rows_rejected": len(self.pain_rows_rejected),
+            "missing_files": len(self.missing_files),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.parts)
+
+
+def discover(raw_dir: Path) -> tuple[list[RawFile], dict[str, Path]]:
+    """Find activity files and athlete folders under ``raw_dir``.
+
+    Folders and files whose name starts with ``.`` or ``_`` are ignored (the
+    simulator's ``_truth/`` lives there). Returns the files, ordered so FIT
+    comes before TCX and GPX, and ``athlete_id -> folder``.
+    """
+    athletes: dict[str, Path] = {}
+    files: list[RawFile] = []
+    if not raw_dir.is_dir():
+        return files, athletes
+    for entry in sorted(raw_dir.iterdir()):
+        if entry.is_dir() and not entry.name.startswith((".", "_")):
+            athletes[entry.name] = entry
+    for path in sorted(raw_dir.rglob("*")):
+        rel = path.relative_to(raw_dir)
+        if not path.is_file() or _is_hidden(rel):
+            continue
+        if not path.name.lower().endswith(ACTIVITY_SUFFIXES):
+            continue
+        athlete_id = rel.parts[0] if len(rel.parts) > 1 else None
+        files.append(RawFile(path=path, rel_path=rel.as_posix(), athlete_id=athlete_id))
+    files.sort(key=lambda f: (_FORMAT_ORDER.get(f.kind, 9), f.rel_path))
+    return files, athletes
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_file(
+    path: str, rel_path: str, athlete_id: str, athlete_tz: str | None, data: bytes | None
+) -> list[NormalisedActivity]:
+    """Worker entry point: one file (or archive member) -> normalised activities."""
+    return read_activities(
+        Path(path), rel_path=rel_path, athlete_id=athlete_id, athlete_tz=athlete_tz, data=data
+    )
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One thing to decode: a plain file or one member of an archive."""
+
+    rel_path: str
+    path: Path
+    athlete_id: str
+    sha256: str
+    size_bytes: int
+    data: bytes | None  # only for archive members
+
+
+def _units(raw: RawFile, athlete_id: str, data: bytes) -> Iterator[_Unit]:
+    if raw.kind == "zip":
+        for member, member_data in iter_archive(raw.path):
+            rel = f"{raw.rel_path}!{member}"
+            yield _Unit(rel, raw.path, athlete_id, _sha256(member_data), len(member_data), member_data)
+    else:
+        yield _Unit(raw.rel_path, raw.path, athlete_id, _sha256(data), len(data), None)
+
+
+def _ledger(unit: _Unit, *, run_id: str, fmt: str | None, status: str, reason: str | None = None,
+            activity_ids: list[str] | None = None, duplicate_of: str | None = None) -> dict[str, Any]:
+    return {
+        "path": unit.rel_path,
+        "sha256": unit.sha256,
+        "size_bytes": unit.size_bytes,
+        "format": fmt,
+        "status": status,
+        "reason": reason,
+        "activity_ids": activity_ids or [],
+        "duplicate_of": duplicate_of,
+        "run_id": run_id,
+    }
+
+
+def _format_of(rel_path: str) -> str:
+    name = rel_path.rsplit("!", 1)[-1].lower().removesuffix(".gz")
+    return name.rsplit(".", 1)[-1] if "." in name else "unknown"
+
+
+def ingest(
+    settings: Settings,
+    *,
+    wait: bool = False,
+    command: str = "ingest",
+    progress: Progress | None = None,
+    after_load: Callable[[Warehouse, IngestSummary], None] | None = None,
+) -> IngestSummary:
+    """Load every new file under ``settings.raw_dir`` into the warehouse.
+
+    Parameters
+    ----------
+    settings
+        Paths and limits.
+    wait
+        Wait for another ingest holding the warehouse lock instead of failing
+        with :class:`~pipeline.errors.WarehouseLocked`.
+    command
+        Recorded in ``_ingest_runs`` (``ingest`` or ``nightly``).
+    progress
+        Called as ``progress(done, total, path)`` after each file.
+    after_load
+        Called with the open warehouse before the snapshot is published (the
+        nightly job renders reports there, under the same lock).
+    """
+    started = time.monotonic()
+    summary = IngestSummary()
+    files, athlete_dirs = discover(settings.raw_dir)
+    summary.files_seen = len(files)
+
+    athletes: dict[str, Athlete] = {}
+    athlete_errors: dict[str, str] = {}
+    for athlete_id, folder in athlete_dirs.items():
+        try:
+            athletes[athlete_id] = read_athlete(folder, athlete_id=athlete_id)
+        except InputError as exc:
+            athlete_errors[athlete_id] = exc.message
+            log.warning("%s", exc.message)
+            athletes[athlete_id] = Athlete(athlete_id, athlete_id, None, "km", None)
+
+    with Warehouse.open(settings.warehouse_path, wait=wait) as wh:
+        run_id = wh.begin_run(command=command)
+        summary.run_id = run_id
+        try:
+            _ingest_activities(wh, settings, files, athletes, summary, run_id, progress)
+            _ingest_pain(wh, settings, athletes, summary, run_id)
+            wh.upsert_athletes(_athletes_frame(athletes))
+            present = {f.rel_path for f in files}
+            summary.missing_files = [
+                p for p in wh.missing_files(present) if p.split("!", 1)[0] not in present
+            ]
+            for path in summary.missing_files:
+                log.warning("%s: in the warehouse but no longer in the raw folder (kept)", path)
+            acts = wh.activities()
+            summary.activities_total = acts.height
+            summary.runs_total = wh.activities(running_only=True).height
+            summary.seconds = time.monotonic() - started
+            if after_load is not None:
+                after_load(wh, summary)
+            summary.seconds = time.monotonic() - started
+            status = "rejections" if summary.rejected else "ok"
+            wh.finish_run(run_id, status=status, summary=summary.as_dict())
+        except BaseException as exc:
+            wh.finish_run(run_id, status="failed", summary={"error": repr(exc)})
+            raise
+        wh.publish_snapshot(settings.snapshot_path)
+    return summary
+
+
+def _athletes_frame(athletes: dict[str, Athlete]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "athlete_id": [a.athlete_id for a in athletes.values()],
+            "name": [a.name for a in athletes.values()],
+            "timezone": [a.timezone for a in athletes.values()],
+            "unit": [a.unit for a in athletes.values()],
+            "distance_cap_m": [a.distance_cap_m for a in athletes.values()],
+        },
+        schema={
+            "athlete_id": pl.String(),
+            "name": pl.String(),
+            "timezone": pl.String(),
+            "unit": pl.String(),
+            "distance_cap_m": pl.Float64(),
+        },
+    )
+
+
+def _ingest_activities(
+    wh: Warehouse,
+    settings: Settings,
+    files: list[RawFile],
+    athletes: dict[str, Athlete],
+    summary: IngestSummary,
+    run_id: str,
+    progress: Progress | None,
+) -> None:
+    units: dict[str, _Unit] = {}
+    jobs: list[Job[str]] = []
+    done = 0
+
+    def reject(unit: _Unit, reason: str, *, status: str = "rejected") -> None:
+        wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path),
+                                      status=status, reason=reason))
+        if status == "rejected":
+            summary.rejected.append((unit.rel_path, reason))
+            log.warning("%s: %s", unit.rel_path, reason)
+        else:
+            summary.skipped += 1
+            summary.skipped_files.append((unit.rel_path, reason))
+            log.info("%s: skipped: %s", unit.rel_path, reason)
+
+    for raw in files:
+        data = raw.path.read_bytes()
+        placeholder = _Unit(raw.rel_path, raw.path, raw.athlete_id or "", _sha256(data), len(data), None)
+        if raw.athlete_id is None:
+            if wh.file_known(placeholder.sha256) is None:
+                reject(placeholder, "not inside an athlete folder: move it to data/raw/<athlete>/")
+            else:
+                summary.unchanged += 1
+            continue
+        if raw.kind == "zip" and wh.file_known(placeholder.sha256) is not None:
+            summary.unchanged += 1
+            continue
+        try:
+            unit_list = list(_units(raw, raw.athlete_id, data))
+        except InputError as exc:
+            reject(placeholder, exc.reason)
+            continue
+        if raw.kind == "zip":
+            # the archive itself is ledgered so an unchanged archive is not reopened
+            wh.record_file(ledger=_ledger(placeholder, run_id=run_id, fmt="zip", status="skipped",
+                                          reason=f"archive: {len(unit_list)} members read"))
+        for unit in unit_list:
+            if wh.file_known(unit.sha256) is not None or unit.sha256 in {u.sha256 for u in units.values()}:
+                if unit.sha256 in {u.sha256 for u in units.values()}:
+                    # the same bytes twice in this batch: the second is a duplicate file
+                    first = next(u for u in units.values() if u.sha256 == unit.sha256)
+                    wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path),
+                                                  status="duplicate", reason=f"same bytes as {first.rel_path}",
+                                                  duplicate_of=first.rel_path))
+                    summary.duplicates += 1
+                else:
+                    summary.unchanged += 1
+                continue
+            units[unit.rel_path] = unit
+            athlete = athletes.get(unit.athlete_id)
+            jobs.append(
+                Job(
+                    unit.rel_path,
+                    decode_file,
+                    (str(unit.path), unit.rel_path, unit.athlete_id,
+                     athlete.timezone if athlete else None, unit.data),
+                )
+            )
+
+    total = len(jobs)
+    workers = settings.workers if total > 1 else 0
+    results: dict[str, Any] = {}
+    order = {job.key: i for i, job in enumerate(jobs)}
+    for result in run_jobs(jobs, workers=workers, timeout_s=settings.parse_timeout_s,
+                           memory_bytes=settings.parse_memory_bytes):
+        results[result.key] = result
+        done += 1
+        if progress is not None:
+            progress(done, total, result.key)
+    # Load in discovery order (FIT first) so duplicates resolve the same way every run.
+    for key in sorted(results, key=order.__getitem__):
+        result = results[key]
+        unit = units[key]
+        if result.timed_out:
+            reject(unit, f"parsing took longer than {settings.parse_timeout_s:g} s")
+            continue
+        if result.error is not None:
+            exc = result.error
+            if isinstance(exc, SkippedFile):
+                reject(unit, exc.reason, status="skipped")
+            elif isinstance(exc, InputError):
+                reject(unit, exc.message if exc.offset is not None else exc.reason)
+            elif isinstance(exc, MemoryError):
+                reject(unit, str(exc))
+            else:
+                reject(unit, f"could not be read ({type(exc).__name__}: {exc})")
+            continue
+        activities: list[NormalisedActivity] = result.value
+        duplicates: dict[str, str] = {}
+        for act in activities:
+            row = act.activity
+            other = wh.find_overlapping(athlete_id=row["athlete_id"], start_utc=row["start_utc"],
+                                        end_utc=row["end_utc"])
+            if other is not None and other != act.activity_id:
+                duplicates[act.activity_id] = other
+        ids = [a.activity_id for a in activities]
+        fmt = activities[0].activity["source_format"] if activities else _format_of(key)
+        if activities and len(duplicates) == len(activities):
+            status, reason = "duplicate", "same activity as " + ", ".join(sorted(set(duplicates.values())))
+            summary.duplicates += 1
+        else:
+            status, reason = "loaded", None
+            summary.loaded += 1
+            summary.samples_loaded += sum(a.samples.height for a in activities if a.activity_id not in duplicates)
+        wh.load_file(
+            ledger=_ledger(unit, run_id=run_id, fmt=fmt, status=status, reason=reason, activity_ids=ids,
+                           duplicate_of=next(iter(duplicates.values()), None) if status == "duplicate" else None),
+            activities=activities,
+            duplicates=duplicates,
+        )
+
+
+def _ingest_pain(
+    wh: Warehouse,
+    settings: Settings,
+    athletes: dict[str, Athlete],
+    summary: IngestSummary,
+    run_id: str,
+) -> None:
+    frames: list[pl.DataFrame] = []
+    errors: list[PainRowError | RejectedFile] = []
+    for athlete_id, athlete in sorted(athletes.items()):
+        folder = settings.raw_dir / athlete_id
+        for path in sorted(folder.glob("pain*.csv")):
+            rel = path.relative_to(settings.raw_dir).as_posix()
+            try:
+                log_ = read_pain_log(path, rel_path=rel, athlete=athlete)
+            except RejectedFile as exc:
+                errors.append(exc)
+                continue
+            frames.append(log_.reports)
+            errors.extend(log_.errors)
+    reports = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=PAIN_REPORT_SCHEMA)
+    timezones = {a.athlete_id: a.timezone for a in athletes.values()}
+    joined = join_pain_onsets(
+        reports,
+        wh.activities(running_only=True),
+        wh.samples_for,
+        timezones=timezones,
+        after_window_h=settings.after_window_h,
+    )
+    rejected_rows = pl.DataFrame(
+        {
+            "source_file": [e.path or "" for e in errors],
+            "line": [e.line for e in errors],
+            "reason": [e.reason for e in errors],
+        },
+        schema={"source_file": pl.String(), "line": pl.Int32(), "reason": pl.String()},
+    )
+    wh.replace_pain(reports=joined, rejected_rows=rejected_rows)
+    summary.pain_reports = joined.height
+    summary.pain_status = dict(Counter(joined["status"].to_list())) if joined.height else {}
+    summary.pain_rows_rejected = [(e.where, e.reason) for e in errors]
+    for e in errors:
+        log.warning("%s", e.message)
+
+
+def utc_now() -> datetime:
+    """Now, aware UTC (one place, so tests can reason about it)."""
+    return datetime.now(timezone.utc)

@@ -1,0 +1,191 @@
+"""Decode activity files in worker processes, each under a time and memory limit.
+
+A crafted file must not hang or exhaust the nightly run. Each job runs in a
+worker process (``spawn`` start method: polars and DuckDB hold threads, and
+``fork`` after threads can deadlock). The parent knows when it handed each job
+to its worker, so a job over its time limit is ended by killing that one
+worker and starting a fresh one; the other jobs go on. The memory limit is an
+``RLIMIT_AS`` set in the worker, so a runaway parse fails with
+``MemoryError`` in the worker instead of taking the machine down.
+
+Workers return results through a pipe (pickled polars frames travel as Arrow
+IPC buffers).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Job", "JobResult", "run_jobs"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Job(Generic[T]):
+    """One unit of work: ``func(*args)`` run in a worker, tagged with ``key``."""
+
+    key: T
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class JobResult(Generic[T]):
+    """What came back: ``value`` or ``error`` (an exception, picklable) or a timeout."""
+
+    key: T
+    value: Any = None
+    error: BaseException | None = None
+    timed_out: bool = False
+    seconds: float = 0.0
+
+
+def _limit_memory(memory_bytes: int | None) -> None:
+    if not memory_bytes:
+        return
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not on Linux
+        log.debug("could not set a memory limit for the worker")
+
+
+def _worker_main(conn: Connection, memory_bytes: int | None) -> None:
+    _limit_memory(memory_bytes)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        func, args = message
+        try:
+            value = func(*args)
+            reply: tuple[str, Any] = ("ok", value)
+        except MemoryError:
+            reply = ("error", MemoryError("the file needs more memory than a parser may use"))
+        except BaseException as exc:  # noqa: BLE001 - sent to the parent, which decides
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # unpicklable result or exception
+            conn.send(("error", RuntimeError(f"worker could not return its result: {exc!r}")))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, memory_bytes: int | None) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_bytes), daemon=True)
+        self.process.start()
+        child.close()
+        self.job: Job[Any] | None = None
+        self.started = 0.0
+
+    def give(self, job: Job[Any]) -> None:
+        self.job = job
+        self.started = time.monotonic()
+        self.conn.send((job.func, job.args))
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()
+
+
+def run_jobs(
+    jobs: Iterable[Job[T]],
+    *,
+    workers: int,
+    timeout_s: float,
+    memory_bytes: int | None = None,
+) -> Iterator[JobResult[T]]:
+    """Run ``jobs`` and yield their results as they finish (not in order).
+
+    ``workers=0`` runs every job in this process (no limits; for debugging
+    and for tiny batches where starting processes costs more than it saves).
+    """
+    queue: deque[Job[T]] = deque(jobs)
+    if workers <= 0:
+        while queue:
+            job = queue.popleft()
+            start = time.monotonic()
+            try:
+                yield JobResult(job.key, value=job.func(*job.args), seconds=time.monotonic() - start)
+            except Exception as exc:  # noqa: BLE001
+                yield JobResult(job.key, error=exc, seconds=time.monotonic() - start)
+        return
+
+    ctx = mp.get_context("spawn")
+    pool = [_Worker(ctx, memory_bytes) for _ in range(min(workers, max(1, len(queue))))]
+    try:
+        for worker in pool:
+            if queue:
+                worker.give(queue.popleft())
+        while any(w.job is not None for w in pool):
+            busy = [w for w in pool if w.job is not None]
+            now = time.monotonic()
+            next_deadline = min(w.started + timeout_s for w in busy)
+            ready = wait([w.conn for w in busy], timeout=max(0.0, next_deadline - now))
+            for i, worker in enumerate(pool):
+                job = worker.job
+                if job is None:
+                    continue
+                elapsed = time.monotonic() - worker.started
+                if worker.conn in ready:
+                    try:
+                        kind, payload = worker.conn.recv()
+                    except (EOFError, OSError):
+                        # the worker died (killed by the kernel, crashed in C code)
+                        code = worker.process.exitcode
+                        worker.kill()
+                        pool[i] = worker = _Worker(ctx, memory_bytes)
+                        yield JobResult(
+                            job.key,
+                            error=RuntimeError(f"the parser process died (exit code {code})"),
+                            seconds=elapsed,
+                        )
+                    else:
+                        worker.job = None
+                        if kind == "ok":
+                            yield JobResult(job.key, value=payload, seconds=elapsed)
+                        else:
+                            yield JobResult(job.key, error=payload, seconds=elapsed)
+                elif elapsed >= timeout_s:
+                    worker.kill()
+                    pool[i] = worker = _Worker(ctx, memory_bytes)
+                    yield JobResult(job.key, timed_out=True, seconds=elapsed)
+                else:
+                    continue
+                if queue:
+                    worker.give(queue.popleft())
+    finally:
+        for worker in pool:
+            if worker.job is not None:
+                worker.kill()
+            else:
+                worker.stop()
