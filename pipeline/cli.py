@@ -85,7 +85,25 @@ workers_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Turns the package's own errors into one line and an exit code, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pipeline.errors import InputError, PipelineError, QueryRefused, WarehouseLocked
+
+        try:
+            return super().invoke(ctx)
+        except WarehouseLocked as exc:
+            _fail(str(exc), EXIT_LOCKED)
+        except QueryRefused as exc:
+            _fail(str(exc), EXIT_REFUSED)
+        except InputError as exc:
+            _fail(exc.message, EXIT_USAGE)
+        except PipelineError as exc:
+            _fail(str(exc), EXIT_FAILURE)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pipeline")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
@@ -344,23 +362,9 @@ def _json_default(value: Any) -> Any:
 
 
 def main() -> None:
-    """Console-script entry point: user mistakes -> one line; bugs -> exit 1 with a log."""
-    from pipeline.errors import InputError, PipelineError
-
+    """Console-script entry point. A bug exits 1 with the traceback in the log, not on a user's screen."""
     try:
-        cli.main(standalone_mode=False, prog_name="pipeline")
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_FAILURE)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_FAILURE)
-    except InputError as exc:
-        _fail(exc.message, EXIT_USAGE)
-    except PipelineError as exc:
-        _fail(str(exc), EXIT_FAILURE)
-    except SystemExit:
-        raise
+        cli.main(prog_name="pipeline")
     except Exception:
         log.exception("unexpected failure")
         sys.exit(EXIT_FAILURE)

@@ -1,0 +1,375 @@
+"""One athlete's page: load, flags, ACWR, pain reports, drift and a view of each run with pain."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from pipeline.analysis.drift import METRICS
+from pipeline.report.charts import M_PER_UNIT, acwr_chart, onset_marks, run_chart, run_profile, weekly_chart
+from pipeline.report.data import JOINED_STATUS, AthleteReport
+from pipeline.report.fmt import (
+    NIELSEN,
+    RUNSAFE,
+    clock,
+    dist,
+    files_table,
+    local_time,
+    pace,
+    ramp_rows,
+    run_anchor,
+    signed,
+    spike_rows,
+    status_cell,
+)
+from pipeline.report.html import Markup, esc, link, page, table
+
+__all__ = ["athlete_page", "CHART_WEEKS"]
+
+logger = logging.getLogger(__name__)
+
+#: Weeks shown by the weekly-distance and ACWR charts (the tables keep everything).
+CHART_WEEKS = 104
+
+
+def _pain_table(rep: AthleteReport, charted: set[str]) -> Markup:
+    ath = rep.athlete
+    rows, classes = [], []
+    for r in rep.pain.iter_rows(named=True):
+        run = r.get("activity_id")
+        run_cell: Any = None
+        if run is not None:
+            run_cell = link(f"#{run_anchor(run)}", run) if run in charted else run
+        rows.append(
+            [
+                r.get("date_local"),
+                r.get("onset_raw"),
+                local_time(r.get("onset_utc"), ath.timezone),
+                dist(r.get("onset_distance_m"), ath.unit, 2),
+                clock(r.get("onset_moving_s")),
+                r.get("body_part"),
+                r.get("side"),
+                r.get("severity"),
+                status_cell(r.get("status")),
+                r.get("status_detail"),
+                run_cell,
+                r.get("notes"),
+                f"{r.get('source_file')}:{r.get('line')}",
+            ]
+        )
+        classes.append("" if r.get("status") == JOINED_STATUS else "flag")
+    return table(
+        [
+            "Date (local)",
+            "Onset as written",
+            "Onset (local time)",
+            f"Onset distance ({ath.unit})",
+            "Onset timer time (h:mm:ss)",
+            "Body part",
+            "Side",
+            "Severity (0-10)",
+            "Status",
+            "Detail",
+            "Run (activity id)",
+            "Notes",
+            "Source (file:line)",
+        ],
+        rows,
+        numeric=(3, 4, 7),
+        row_classes=classes,
+        empty="No pain reports.",
+    )
+
+
+def _runs_table(rep: AthleteReport) -> Markup:
+    ath = rep.athlete
+    spikes = {r["activity_id"]: r for r in rep.spikes.iter_rows(named=True)}
+    rows, classes = [], []
+    for r in rep.runs.sort("start_utc", descending=True).iter_rows(named=True):
+        s = spikes.get(r["activity_id"], {})
+        speed = r.get("avg_speed_mps")
+        rows.append(
+            [
+                local_time(r.get("start_utc"), ath.timezone),
+                r.get("sport"),
+                dist(r.get("distance_m"), ath.unit, 2),
+                clock(r.get("moving_s")),
+                pace(1000.0 / speed if speed else None, ath.unit),
+                None if r.get("avg_hr_bpm") is None else f"{r['avg_hr_bpm']:.0f}",
+                None if r.get("avg_cadence_spm") is None else f"{r['avg_cadence_spm']:.0f}",
+                dist(s.get("prev_longest_m"), ath.unit, 2),
+                "spike" if s.get("spike") else "",
+                r.get("activity_id"),
+            ]
+        )
+        classes.append("flag" if s.get("spike") else "")
+    return table(
+        [
+            "Start (local)",
+            "Sport",
+            f"Distance ({ath.unit})",
+            "Moving time (h:mm:ss)",
+            f"Avg pace (min/{ath.unit})",
+            "Avg HR (bpm)",
+            "Avg cadence (spm)",
+            f"Longest run, previous 30 days ({ath.unit})",
+            "Long-run spike",
+            "Activity id",
+        ],
+        rows,
+        numeric=(2, 3, 4, 5, 6, 7),
+        row_classes=classes,
+        empty="No runs.",
+    )
+
+
+def _drift_tables(rep: AthleteReport) -> list[str]:
+    unit = rep.athlete.unit
+    per_unit = M_PER_UNIT[unit] / 1000.0  # pace s/km -> s/unit
+    rows = []
+    for r in rep.drift.iter_rows(named=True):
+        rows.append(
+            [
+                r["date_local"],
+                r["body_part"],
+                dist(r["onset_distance_m"], unit, 2),
+                clock(r["onset_s"]),
+                r["status"],
+                None if r["base_cadence_spm"] is None else f"{r['base_cadence_spm']:.1f}",
+                None if r["pre_cadence_spm"] is None else f"{r['pre_cadence_spm']:.1f}",
+                signed(r["d_cadence_spm"]),
+                pace(r["base_pace_s_per_km"], unit),
+                pace(r["pre_pace_s_per_km"], unit),
+                signed(None if r["d_pace_s_per_km"] is None else r["d_pace_s_per_km"] * per_unit, 0),
+                None if r["base_hr_bpm"] is None else f"{r['base_hr_bpm']:.1f}",
+                None if r["pre_hr_bpm"] is None else f"{r['pre_hr_bpm']:.1f}",
+                signed(r["d_hr_bpm"]),
+            ]
+        )
+    per_onset = table(
+        [
+            "Date (local)",
+            "Body part",
+            f"Onset distance ({unit})",
+            "Onset, time into the run (h:mm:ss)",
+            "Status",
+            "Cadence, baseline (spm)",
+            "Cadence, 5 min before (spm)",
+            "Change in cadence (spm)",
+            f"Pace, baseline (min/{unit})",
+            f"Pace, 5 min before (min/{unit})",
+            f"Change in pace (s/{unit}; + slower)",
+            "HR, baseline (bpm)",
+            "HR, 5 min before (bpm)",
+            "Change in HR (bpm)",
+        ],
+        rows,
+        numeric=tuple(range(2, 4)) + tuple(range(5, 14)),
+        empty="No pain report is joined to a sample of a run.",
+    )
+    labels = {
+        "cadence_spm": ("Cadence", "spm", 1.0),
+        "pace_s_per_km": ("Pace (+ slower)", f"s/{unit}", per_unit),
+        "hr_bpm": ("Heart rate", "bpm", 1.0),
+    }
+    summary_rows = []
+    for r in rep.drift_summary.iter_rows(named=True):
+        name, shown_unit, factor = labels[r["metric"]]
+        if r["mean"] is None:
+            summary_rows.append([name, shown_unit, r["n"], None, None, r["note"]])
+        else:
+            ci = f"{r['ci_lo'] * factor:+.1f} to {r['ci_hi'] * factor:+.1f}"
+            summary_rows.append([name, shown_unit, r["n"], f"{r['mean'] * factor:+.1f}", ci, r["note"]])
+    assert set(labels) == set(METRICS)
+    summary = table(
+        ["Metric", "Unit", "Onsets (n)", "Mean change (unit)", "95% CI (unit)", "Note"],
+        summary_rows,
+        numeric=(2, 3, 4),
+    )
+    return [per_onset, "<h3>Across this athlete's onsets</h3>", summary]
+
+
+def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: datetime) -> str:
+    """The HTML of one athlete's page.
+
+    Parameters
+    ----------
+    rep
+        The athlete's frames and analysis (:func:`pipeline.report.data.analyse_athlete`).
+    files
+        The ``files`` table; only this athlete's files are shown (by
+        ``athlete_id``, or the path's first folder when that is null).
+    generated_utc
+        Printed on the page.
+    """
+    ath = rep.athlete
+    specs: dict[str, dict[str, Any]] = {}
+    body: list[str] = [
+        f'<nav>{link("../index.html", "← Club overview")}</nav>',
+        f"<h1>{esc(ath.name)}</h1>",
+        f'<p class="meta">Athlete id <code>{esc(ath.athlete_id)}</code> · time zone {esc(ath.timezone)} · '
+        f"distances in {esc(ath.unit)}"
+        + (f" · distance cap {esc(dist(ath.distance_cap_m, ath.unit))} {esc(ath.unit)}" if ath.distance_cap_m else "")
+        + f" · {rep.runs.height} runs · {rep.pain.height} pain reports</p>",
+    ]
+
+    body.append("<h2>Weekly distance and pain</h2>")
+    if rep.weekly.is_empty():
+        body.append('<p class="empty">No runs.</p>')
+    else:
+        weeks = rep.weekly.tail(CHART_WEEKS)
+        first = weeks["week_start_local"].min()
+        specs["chart-weekly"] = weekly_chart(
+            weeks,
+            rep.pain.filter(pl.col("date_local") >= first),
+            rep.spikes.filter(pl.col("spike") & (pl.col("date_local") >= first)),
+            unit=ath.unit,
+        )
+        body.append('<div id="chart-weekly" class="chart"></div>')
+        shown = f" The chart shows the last {CHART_WEEKS} weeks." if rep.weekly.height > CHART_WEEKS else ""
+        body.append(
+            '<p class="note">Bars: running distance per local calendar week; orange bars rose more than 30 % over '
+            "the week before. Red rules: days with a pain report (any status). Purple triangles: single runs "
+            f"flagged as long-run spikes.{shown}</p>"
+        )
+
+    body.append("<h2>Long-run spikes</h2>")
+    body.append(
+        f'<p class="note">A run more than 10 % longer than the longest run of the previous 30 days. Source: '
+        f"{esc(RUNSAFE)}. In that cohort, single-session spikes were associated with a higher rate of overuse "
+        "injury; a flag is a prompt to look, not a diagnosis.</p>"
+    )
+    body.append(
+        table(
+            ["Date (local)", f"Run ({ath.unit})", f"Longest, previous 30 days ({ath.unit})", "Longer by (%)"],
+            spike_rows(rep),
+            numeric=(1, 2, 3),
+            empty="No long-run spikes.",
+        )
+    )
+    body.append("<h2>Weekly ramp above 30 %</h2>")
+    body.append(
+        f'<p class="note">A week whose running distance is more than 30 % above the week before (the progression '
+        f"over a 2-week period studied by {esc(NIELSEN)}; there, novice runners progressing more than 30 % had "
+        "more distance-related injuries). Weeks after a week without running are not rated.</p>"
+    )
+    body.append(
+        table(
+            ["Week starting (local Monday)", f"Distance ({ath.unit})", f"Previous week ({ath.unit})", "Change (%)"],
+            ramp_rows(rep),
+            numeric=(1, 2, 3),
+            empty="No week rose more than 30 %.",
+        )
+    )
+
+    body.append("<h2>Acute:chronic workload ratio</h2>")
+    if rep.acwr["acwr"].drop_nulls().is_empty():
+        body.append('<p class="empty">Not enough history (needs more than 35 days of runs).</p>')
+    else:
+        specs["chart-acwr"] = acwr_chart(rep.acwr.tail(CHART_WEEKS * 7), unit=ath.unit)
+        body.append('<div id="chart-acwr" class="chart"></div>')
+    body.append(
+        '<p class="note">ACWR here is the <em>uncoupled</em> exponentially weighted ratio of daily running '
+        "distance: a 7-day EWMA divided by the 28-day EWMA that ends the day before the 7-day window starts "
+        "(decay 2/(N+1)). Read it as a description of how this week compares with the athlete's recent past, "
+        "not as a risk score: the ratio has known statistical problems (mathematical coupling and ratio "
+        "artefacts; Lolli et al., Br J Sports Med 2019; Impellizzeri et al., Int J Sports Physiol Perform 2020), "
+        "there is no validated safe zone, and in the Garmin-RUNSAFE cohort it did not predict running injury. "
+        "It is undefined for the first 35 days of data.</p>"
+    )
+
+    charted: set[str] = set()
+    run_parts: list[str] = []
+    matched = rep.pain.filter(
+        (pl.col("status") == JOINED_STATUS) & pl.col("activity_id").is_in(rep.activities["activity_id"].implode())
+    )
+    by_run = {k[0]: v for k, v in rep.samples.partition_by("activity_id", as_dict=True).items()}
+    acts = {r["activity_id"]: r for r in rep.activities.iter_rows(named=True)}
+    run_ids = (
+        matched.join(rep.activities.select("activity_id", "start_utc"), on="activity_id")
+        .sort("start_utc")["activity_id"]
+        .unique(maintain_order=True)
+        .to_list()
+    )
+    for i, run_id in enumerate(run_ids):
+        act = acts[run_id]
+        reports = matched.filter(pl.col("activity_id") == run_id)
+        run_parts.append(f'<section class="run" id="{esc(run_anchor(run_id))}">')
+        run_parts.append(
+            f"<h3>Run {esc(local_time(act.get('start_utc'), ath.timezone))} (local) · "
+            f"{esc(dist(act.get('distance_m'), ath.unit, 2))} {esc(ath.unit)} · "
+            f"{esc(clock(act.get('moving_s')))} moving · <code>{esc(run_id)}</code></h3>"
+        )
+        samples = by_run.get(run_id)
+        if samples is None or samples.is_empty():
+            run_parts.append('<p class="empty">No samples stored for this run.</p>')
+        else:
+            profile, x_title = run_profile(samples, unit=ath.unit)
+            marks = onset_marks(samples, reports, unit=ath.unit, x_title=x_title)
+            chart_id = f"chart-run-{i}"
+            specs[chart_id] = run_chart(profile, marks, unit=ath.unit, x_title=x_title)
+            charted.add(run_id)
+            run_parts.append(f'<div id="{chart_id}" class="chart"></div>')
+        onsets = [
+            [
+                r.get("body_part"),
+                r.get("side"),
+                r.get("severity"),
+                r.get("onset_raw"),
+                dist(r.get("onset_distance_m"), ath.unit, 2),
+                clock(r.get("onset_moving_s")),
+                r.get("notes"),
+            ]
+            for r in reports.iter_rows(named=True)
+        ]
+        run_parts.append(
+            table(
+                ["Body part", "Side", "Severity (0-10)", "Onset as written", f"Onset distance ({ath.unit})",
+                 "Onset timer time (h:mm:ss)", "Notes"],
+                onsets,
+                numeric=(2, 4, 5),
+            )
+        )
+        run_parts.append("</section>")
+
+    body.append("<h2>Pain reports</h2>")
+    body.append(
+        '<p class="note">Every report of the pain log that is not superseded, with how it was joined to a run. '
+        "Rows not joined to a sample are highlighted.</p>"
+    )
+    body.append(_pain_table(rep, charted))
+
+    body.append("<h2>What came before the pain</h2>")
+    body.append(
+        '<p class="note">Cadence, pace and heart rate in the 5 minutes before each onset compared with the same '
+        "run's first 10 minutes after a 2-minute warm-up (timer time, pauses excluded when the watch records "
+        "them). Onsets less than 17 minutes into a run have overlapping windows and are not compared. The "
+        "interval across onsets is a t-based 95 % confidence interval of the mean change, given from 3 onsets on; "
+        "it describes this athlete's runs and says nothing about cause.</p>"
+    )
+    body.extend(_drift_tables(rep))
+
+    body.append("<h2>Runs with pain</h2>")
+    if run_parts:
+        body.append(
+            f'<p class="note">Per run: pace (min/{esc(ath.unit)}, axis reversed so faster is up), cadence (steps/min), '
+            "heart rate (bpm) and elevation along the run, averaged over short distance bins. The red rule is the "
+            "onset at its exact sample; the shaded band is the 5 minutes before it.</p>"
+        )
+        body.extend(run_parts)
+    else:
+        body.append('<p class="empty">No pain report is joined to a run.</p>')
+
+    body.append("<h2>Runs</h2>")
+    body.append(_runs_table(rep))
+
+    own = pl.col("path").str.starts_with(f"{ath.athlete_id}/")
+    if "athlete_id" in files.columns:
+        own = (pl.col("athlete_id") == ath.athlete_id) | (pl.col("athlete_id").is_null() & own)
+    own_files = files.filter(own)
+    body.append("<h2>Files not loaded</h2>")
+    body.append(files_table(own_files, empty="Every file of this athlete was loaded."))
+    return page(title=f"{ath.name} · running and pain", body=body, generated_utc=generated_utc, specs=specs)

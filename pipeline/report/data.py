@@ -1,0 +1,193 @@
+"""Fetch one athlete's rows from the warehouse and run the analysis on them.
+
+SQL here only selects rows (``WHERE athlete_id = $a``); the analysis is done
+by the pure functions of :mod:`pipeline.analysis` on those frames, so a page
+is built from its athlete's rows only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+from pipeline.analysis.drift import drift_summary, onset_drift
+from pipeline.analysis.load import acwr_ewma, daily_distance, long_run_spikes, ramp_flags, running_only, weekly_load
+from pipeline.report.charts import M_PER_UNIT, Unit
+
+__all__ = ["Reader", "Athlete", "AthleteReport", "JOINED_STATUS", "load_athletes", "table_names", "analyse_athlete"]
+
+logger = logging.getLogger(__name__)
+
+#: Pain-report statuses shown as joined (every other status is listed on the overview).
+JOINED_STATUS = "matched"
+
+_SAMPLE_COLUMNS = "activity_id, t_utc, elapsed_s, moving_s, distance_m, altitude_m, speed_mps, cadence_spm, hr_bpm"
+
+
+class Reader(Protocol):
+    """Anything that runs DuckDB SQL on the warehouse and returns a polars frame."""
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class Athlete:
+    """An athlete as the pages show them (defaults when the ``athletes`` row is missing)."""
+
+    athlete_id: str
+    name: str
+    timezone: str
+    unit: Unit
+    distance_cap_m: float | None
+
+
+@dataclass
+class AthleteReport:
+    """One athlete's frames and what the analysis made of them."""
+
+    athlete: Athlete
+    activities: pl.DataFrame
+    pain: pl.DataFrame
+    samples: pl.DataFrame
+    weekly: pl.DataFrame
+    spikes: pl.DataFrame
+    acwr: pl.DataFrame
+    drift: pl.DataFrame
+    drift_summary: pl.DataFrame
+
+    @property
+    def runs(self) -> pl.DataFrame:
+        return running_only(self.activities)
+
+
+def utc_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every datetime column of ``frame`` as ``Datetime("us", "UTC")``.
+
+    The reader may hand back the DuckDB session zone (``Etc/UTC``, or a
+    coach's local zone); naive columns are taken to be UTC.
+    """
+    fixes = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            fixes.append(
+                (col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC"))
+                .dt.cast_time_unit("us")
+                .alias(name)
+            )
+    return frame.with_columns(fixes) if fixes else frame
+
+
+def _zone(name: str | None, athlete_id: str) -> str:
+    if name:
+        try:
+            ZoneInfo(name)
+            return name
+        except (ZoneInfoNotFoundError, ValueError):
+            logger.warning("athlete %s: unknown time zone %r, using UTC", athlete_id, name)
+    return "UTC"
+
+
+def load_athletes(reader: Reader) -> list[Athlete]:
+    """Every athlete with an ``athletes`` row, activities or current pain reports, sorted by id.
+
+    An athlete without an ``athletes`` row (a pain log naming an unknown
+    athlete, say) still gets a page, named by id, in km and UTC: nothing is
+    hidden. An unknown time zone falls back to UTC with a warning.
+    """
+    table_rows = {r["athlete_id"]: r for r in reader.query("SELECT * FROM athletes").iter_rows(named=True)}
+    # Rows whose athlete has no athletes row still get a page: nothing is hidden.
+    ids = reader.query(
+        "SELECT athlete_id FROM activities UNION "
+        "SELECT athlete_id FROM pain_reports WHERE superseded_utc IS NULL"
+    )["athlete_id"].to_list()
+    out = []
+    for athlete_id in sorted(set(table_rows) | {i for i in ids if i is not None}):
+        row = table_rows.get(athlete_id, {})
+        unit = row.get("unit") if row.get("unit") in M_PER_UNIT else "km"
+        out.append(
+            Athlete(
+                athlete_id=athlete_id,
+                name=row.get("name") or athlete_id,
+                timezone=_zone(row.get("timezone"), athlete_id),
+                unit=unit,  # type: ignore[arg-type]
+                distance_cap_m=row.get("distance_cap_m"),
+            )
+        )
+    return out
+
+
+def table_names(reader: Reader) -> set[str]:
+    """Names of the tables and views the reader can see."""
+    names = reader.query("SELECT table_name FROM information_schema.tables")["table_name"].to_list()
+    return {str(n) for n in names}
+
+
+def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> AthleteReport:
+    """Fetch one athlete's rows and compute load, flags, ACWR and drift.
+
+    Parameters
+    ----------
+    reader
+        The warehouse.
+    athlete
+        Whose rows to fetch (every query filters on ``athlete_id``).
+    tables
+        :func:`table_names`; activities listed in ``activity_duplicates``
+        (when present) are left out so a run recorded twice counts once.
+
+    Returns
+    -------
+    AthleteReport
+        The frames (activities, current pain reports, samples of the runs
+        with a matched report) and the analysis results.
+    """
+    a = {"a": athlete.athlete_id}
+    # The same run recorded twice (a FIT and a GPX export, say) counts once.
+    unique = (
+        " AND activity_id NOT IN (SELECT activity_id FROM activity_duplicates)"
+        if "activity_duplicates" in tables
+        else ""
+    )
+    activities = utc_frame(
+        reader.query(f"SELECT * FROM activities WHERE athlete_id = $a{unique} ORDER BY start_utc", a)
+    )
+    pain = utc_frame(
+        reader.query(
+            "SELECT * FROM pain_reports WHERE athlete_id = $a AND superseded_utc IS NULL "
+            "ORDER BY date_local NULLS LAST, source_file, line",
+            a,
+        )
+    )
+    samples = utc_frame(
+        reader.query(
+            f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE activity_id IN ("
+            " SELECT p.activity_id FROM pain_reports p JOIN activities x USING (activity_id)"
+            " WHERE p.athlete_id = $a AND x.athlete_id = $a AND p.superseded_utc IS NULL"
+            f" AND p.status = '{JOINED_STATUS}') ORDER BY activity_id, elapsed_s",
+            a,
+        )
+    )
+    tz = athlete.timezone
+    weekly = ramp_flags(weekly_load(activities, tz=tz))
+    spikes = long_run_spikes(activities).with_columns(
+        date_local=pl.col("start_utc").dt.convert_time_zone(tz).dt.date()
+    )
+    acwr = acwr_ewma(daily_distance(activities, tz=tz))
+    joined = pain.filter(pl.col("activity_id").is_in(activities["activity_id"].implode()))
+    drift = onset_drift(samples, joined)
+    return AthleteReport(
+        athlete=athlete,
+        activities=activities,
+        pain=pain,
+        samples=samples,
+        weekly=weekly,
+        spikes=spikes,
+        acwr=acwr,
+        drift=drift,
+        drift_summary=drift_summary(drift),
+    )

@@ -1,0 +1,162 @@
+"""The club overview: athletes, recent pain, flags, and everything that did not load or join."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from pipeline.report.data import JOINED_STATUS, AthleteReport
+from pipeline.report.fmt import (
+    NIELSEN,
+    RUNSAFE,
+    athlete_dir_name,
+    dist,
+    files_table,
+    local_time,
+    ramp_rows,
+    run_anchor,
+    spike_rows,
+    status_cell,
+)
+from pipeline.report.html import esc, link, page, table
+
+__all__ = ["index_page"]
+
+logger = logging.getLogger(__name__)
+
+#: Flags per athlete on the overview (all of them are on the athlete page).
+OVERVIEW_FLAGS = 10
+
+#: Pain episodes on the overview.
+OVERVIEW_PAIN = 20
+
+
+def index_page(
+    reports: list[AthleteReport], files: pl.DataFrame, bad_rows: pl.DataFrame, *, generated_utc: datetime
+) -> str:
+    """The HTML of the club overview.
+
+    Parameters
+    ----------
+    reports
+        Every athlete's analysis.
+    files
+        The ``files`` table (every file not loaded is listed).
+    bad_rows
+        ``pain_rows_rejected`` (every row is listed).
+    generated_utc
+        Printed on the page; "last 4 weeks" is the 28 days before it.
+    """
+    since = generated_utc - timedelta(days=28)
+    athlete_rows = []
+    pain_rows: list[tuple[Any, list[Any]]] = []
+    flag_rows: list[list[Any]] = []
+    unjoined_rows: list[list[Any]] = []
+    for rep in reports:
+        ath = rep.athlete
+        href = f"{athlete_dir_name(ath.athlete_id)}/index.html"
+        runs = rep.runs
+        recent = runs.filter(pl.col("start_utc") > since)["distance_m"].fill_null(0.0).sum()
+        last = runs["start_utc"].max()
+        n_joined = rep.pain.filter(pl.col("status") == JOINED_STATUS).height
+        spikes = spike_rows(rep)
+        ramps = ramp_rows(rep)
+        athlete_rows.append(
+            [
+                link(href, ath.name),
+                f"{dist(float(recent), ath.unit)} {ath.unit}",
+                runs.height,
+                local_time(last, ath.timezone) if isinstance(last, datetime) else None,
+                rep.pain.height,
+                n_joined,
+                rep.pain.height - n_joined,
+                len(spikes),
+                len(ramps),
+            ]
+        )
+        for r in rep.pain.iter_rows(named=True):
+            run = r.get("activity_id")
+            where = link(f"{href}#{run_anchor(run)}", "run") if run and r.get("status") == JOINED_STATUS else None
+            cells = [
+                link(href, ath.name),
+                r.get("date_local"),
+                r.get("body_part"),
+                r.get("side"),
+                r.get("severity"),
+                r.get("onset_raw"),
+                dist(r.get("onset_distance_m"), ath.unit, 2),
+                status_cell(r.get("status")),
+                where,
+            ]
+            pain_rows.append((r.get("date_local"), cells))
+            if r.get("status") != JOINED_STATUS:
+                unjoined_rows.append(
+                    [link(href, ath.name), r.get("date_local"), r.get("onset_raw"), r.get("body_part"),
+                     status_cell(r.get("status")), r.get("status_detail"), f"{r.get('source_file')}:{r.get('line')}"]
+                )
+        for kind, rows in (("long-run spike", spikes), ("weekly ramp > 30 %", ramps)):
+            for row in rows[:OVERVIEW_FLAGS]:
+                detail = f"{row[1]} {ath.unit} vs {row[2]} {ath.unit} ({row[3]} %)"
+                flag_rows.append([link(href, ath.name), row[0], kind, detail])
+            if len(rows) > OVERVIEW_FLAGS:
+                more = f"{len(rows) - OVERVIEW_FLAGS} older flags on the athlete page"
+                flag_rows.append([link(href, ath.name), None, kind, more])
+
+    dated = sorted((p for p in pain_rows if p[0] is not None), key=lambda p: p[0], reverse=True)
+    recent_pain = [cells for _, cells in dated[:OVERVIEW_PAIN]]
+    status_counts = (
+        files.group_by("status").len().sort("status", nulls_last=True).iter_rows() if not files.is_empty() else []
+    )
+    body: list[str] = [
+        "<h1>Club overview: running and pain</h1>",
+        f'<p class="meta">{len(reports)} athletes · distances in each athlete\'s own unit · '
+        f"“last 4 weeks” is the 28 days before {esc(generated_utc.strftime('%Y-%m-%d %H:%M'))} UTC.</p>",
+        "<h2>Athletes</h2>",
+        table(
+            ["Athlete", "Distance, last 4 weeks (athlete's unit)", "Runs (all time)", "Last run (local)",
+             "Pain reports", "Joined to a sample", "Not joined", "Long-run spikes", "Weekly ramps > 30 %"],
+            athlete_rows,
+            numeric=(1, 2, 4, 5, 6, 7, 8),
+            empty="No athletes in the warehouse.",
+        ),
+        "<h2>Recent pain episodes</h2>",
+        f'<p class="note">The {OVERVIEW_PAIN} most recent reports across the club; '
+        "all reports are on the athlete pages.</p>",
+        table(
+            ["Athlete", "Date (local)", "Body part", "Side", "Severity (0-10)", "Onset as written",
+             "Onset distance (athlete's unit)", "Status", "Run view"],
+            recent_pain,
+            numeric=(4, 6),
+            empty="No pain reports.",
+        ),
+        "<h2>Flags</h2>",
+        '<p class="note">Long-run spike: a run more than 10 % longer than the longest run of the previous 30 days '
+        f"({esc(RUNSAFE)}). Weekly ramp: a week more than 30 % above the week before ({esc(NIELSEN)}). "
+        f"Newest first, up to {OVERVIEW_FLAGS} of each per athlete.</p>",
+        table(["Athlete", "Date or week (local)", "Flag", "Detail (athlete's unit)"], flag_rows, empty="No flags."),
+        "<h2>Pain reports not joined to a sample</h2>",
+        '<p class="note">Every report whose status is not <code>matched</code> (unmatched, ambiguous, beyond the '
+        "run, after the run, ...). Fix the pain log or the files and ingest again.</p>",
+        table(
+            ["Athlete", "Date (local)", "Onset as written", "Body part", "Status", "Detail", "Source (file:line)"],
+            unjoined_rows,
+            row_classes=["flag"] * len(unjoined_rows),
+            empty="Every pain report is joined to a sample.",
+        ),
+        "<h2>Files not loaded</h2>",
+        '<p class="note">Files by status: '
+        + (", ".join(f"{esc(s)}: {n}" for s, n in status_counts) or "no files recorded")
+        + ".</p>",
+        files_table(files, empty="Every file was loaded."),
+        "<h2>Pain-log rows that could not be read</h2>",
+        table(
+            ["Source (file:line)", "Reason"],
+            [[f"{r.get('source_file')}:{r.get('line')}", r.get("reason")] for r in bad_rows.iter_rows(named=True)],
+            row_classes=["flag"] * bad_rows.height,
+            empty="None.",
+        ),
+    ]
+    return page(title="Club overview · running and pain", body=body, generated_utc=generated_utc)

@@ -1,0 +1,746 @@
+"""The DuckDB warehouse the ingest writes and the reports read.
+
+One writer at a time: :meth:`Warehouse.open` takes an exclusive OS lock on
+``<path>.lock`` before DuckDB opens the file, then applies pending
+migrations (:mod:`pipeline.warehouse.migrations`). Every write that belongs
+together (one source file, one pain recomputation) is one transaction;
+frames go in through Arrow (``con.register``), never row by row.
+
+The connection's ``TimeZone`` is ``UTC`` and every instant column is
+``TIMESTAMPTZ``, so an instant read back is the instant written whatever the
+machine's zone. Frames read back are cast to the exact :mod:`pipeline.schema`
+dtypes (datetimes converted to UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from pipeline.errors import WarehouseError
+from pipeline.schema import (
+    ACTIVITY_SCHEMA,
+    LAP_SCHEMA,
+    PAIN_REPORT_SCHEMA,
+    PAUSE_SCHEMA,
+    RUNNING_SPORTS,
+    SAMPLE_SCHEMA,
+    NormalisedActivity,
+    as_utc,
+    frame_from_rows,
+)
+from pipeline.warehouse._lock import WriteLock
+from pipeline.warehouse.frames import ATHLETE_SCHEMA, REJECTED_PAIN_SCHEMA, conform
+from pipeline.warehouse.migrations import apply_migrations
+
+__all__ = ["Warehouse", "LEDGER_KEYS", "FILE_STATUSES"]
+
+log = logging.getLogger(__name__)
+
+#: Ledger statuses, in the order :meth:`Warehouse.file_known` prefers them.
+FILE_STATUSES = ("loaded", "duplicate", "skipped", "rejected")
+
+#: Keys a ledger dict may carry (``path`` and ``sha256`` are required).
+LEDGER_KEYS = frozenset(
+    {
+        "path",
+        "sha256",
+        "size_bytes",
+        "format",
+        "status",
+        "reason",
+        "activity_ids",
+        "duplicate_of",
+        "athlete_id",
+        "run_id",
+        "first_seen_utc",
+    }
+)
+
+_CHILD_TABLES = (
+    ("samples", SAMPLE_SCHEMA, "activity_id, t_utc"),
+    ("laps", LAP_SCHEMA, "activity_id, lap_index"),
+    ("pauses", PAUSE_SCHEMA, "activity_id, pause_index"),
+)
+
+_PAIN_JOIN_COLUMNS = [c for c in PAIN_REPORT_SCHEMA if c != "report_id"]
+
+#: What ``activity_duplicates`` keeps of a duplicate's activity row (plus duplicate_of, _run_id).
+_DUPLICATE_COLUMNS = [
+    "activity_id",
+    "athlete_id",
+    "sport",
+    "start_utc",
+    "end_utc",
+    "distance_m",
+    "n_samples",
+    "device_manufacturer",
+    "device_product",
+    "source_file",
+    "source_sha256",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _cols(schema: dict[str, pl.DataType]) -> str:
+    return ", ".join(f'"{name}"' for name in schema)
+
+
+class Warehouse:
+    """The read-write warehouse, held by one process at a time.
+
+    Use :meth:`open` (not the constructor), preferably as a context manager::
+
+        with Warehouse.open(settings.warehouse_path) as wh:
+            run_id = wh.begin_run(command="ingest")
+            ...
+            wh.finish_run(run_id, status="ok", summary={...})
+            wh.publish_snapshot(settings.snapshot_path)
+    """
+
+    def __init__(self, path: Path, con: Any, lock: WriteLock) -> None:
+        self.path = path
+        self._con = con
+        self._lock = lock
+        self._active_run: str | None = None
+
+    # ------------------------------------------------------------------ open/close
+
+    @classmethod
+    def open(cls, path: Path, *, wait: bool = False, timeout_s: float = 1.0) -> Warehouse:
+        """Lock, open (creating it and its folder) and migrate the warehouse at ``path``.
+
+        Parameters
+        ----------
+        path
+            The DuckDB file; the lock is ``<path>.lock`` beside it.
+        wait
+            False: fail at once if another process holds the lock. True:
+            retry for up to ``timeout_s`` seconds.
+        timeout_s
+            How long ``wait=True`` waits (``float("inf")``: for ever).
+
+        Raises
+        ------
+        WarehouseLocked
+            Another process holds the lock (the message names its pid).
+        WarehouseError
+            The file cannot be opened or migrated.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(f"{path.parent}: cannot create the warehouse folder: {exc}") from exc
+        lock = WriteLock(Path(f"{path}.lock"))
+        lock.acquire(wait=wait, timeout_s=timeout_s)
+        try:
+            try:
+                con = duckdb.connect(str(path))
+            except duckdb.Error as exc:
+                raise WarehouseError(
+                    f"{path}: cannot open the warehouse (is another program, e.g. a duckdb CLI, "
+                    f"holding it open?): {exc}"
+                ) from exc
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                con.complete()
+                apply_migrations(con, where=str(path))
+                wh = cls(path, con, lock)
+                wh._close_stale_runs()
+            except duckdb.Error as exc:
+                con.close()
+                raise WarehouseError(f"{path}: cannot prepare the warehouse: {exc}") from exc
+            except BaseException:
+                con.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        log.debug("opened warehouse %s", path)
+        return wh
+
+    def close(self) -> None:
+        """Close the connection and release the lock (idempotent)."""
+        con, self._con = self._con, None
+        if con is not None:
+            try:
+                con.close()
+            finally:
+                self._lock.release()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and self._active_run is not None and self._con is not None:
+            try:
+                self.finish_run(self._active_run, status="failed", summary={"error": repr(exc)})
+            except Exception:  # the original exception matters more
+                log.exception("could not record the failed run %s", self._active_run)
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def _db(self) -> Any:
+        if self._con is None:
+            raise WarehouseError(f"{self.path}: warehouse is closed")
+        return self._con
+
+    def _exec(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run a statement to its end (no result)."""
+        if params:
+            self._db.execute(sql, params)
+        else:
+            self._db.execute(sql)
+        self._db.complete()
+
+    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        # through Arrow/polars: DuckDB's own fetchall needs pytz for TIMESTAMPTZ
+        return self._frame(sql, params).rows()
+
+    def _frame(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        try:
+            rel = self._db.sql(sql, params=params) if params else self._db.sql(sql)
+            return rel.pl() if rel is not None else pl.DataFrame()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """One transaction; any error rolls everything back and becomes a WarehouseError."""
+        con = self._db
+        con.begin()
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                con.rollback()
+            except duckdb.Error:  # pragma: no cover - rollback after a fatal error
+                log.exception("%s: rollback failed", what)
+            if isinstance(exc, duckdb.Error):
+                raise WarehouseError(f"{what}: {exc}") from exc
+            raise
+        else:
+            try:
+                con.commit()
+            except duckdb.Error as exc:
+                raise WarehouseError(f"{what}: commit failed: {exc}") from exc
+
+    def _insert(self, table: str, df: pl.DataFrame, *, run_id: str | None, order_by: str | None) -> None:
+        """Append ``df`` (already conformed) to ``table`` through Arrow, adding ``_run_id``."""
+        if df.height == 0:
+            return
+        view = f"_in_{table}_{uuid.uuid4().hex[:8]}"
+        self._db.register(view, df.to_arrow())
+        try:
+            order = f" ORDER BY {order_by}" if order_by else ""
+            self._exec(
+                f"INSERT INTO {table} BY NAME SELECT *, CAST($run_id AS VARCHAR) AS _run_id FROM {view}{order}",
+                {"run_id": run_id},
+            )
+        finally:
+            self._db.unregister(view)
+
+    def _run_for(self, ledger: dict[str, Any] | None = None) -> str:
+        run_id = (ledger or {}).get("run_id") or self._active_run
+        if not run_id:
+            raise WarehouseError(f"{self.path}: no ingest run: call begin_run() first")
+        return str(run_id)
+
+    def _close_stale_runs(self) -> None:
+        """Runs left 'running' by a process that died: we hold the lock, so they are over."""
+        stale = self._rows(
+            "UPDATE _ingest_runs SET status = 'interrupted', finished_utc = $t "
+            "WHERE status = 'running' RETURNING run_id",
+            {"t": _now()},
+        )
+        for (run_id,) in stale:
+            log.warning("%s: ingest run %s never finished; marked interrupted", self.path, run_id)
+
+    # ------------------------------------------------------------------ runs
+
+    def begin_run(self, *, command: str) -> str:
+        """Record the start of an ingest run; later writes carry its id.
+
+        Returns
+        -------
+        str
+            The new run id (uuid4 hex).
+        """
+        if self._active_run is not None:
+            raise WarehouseError(f"{self.path}: run {self._active_run} is still open; finish it first")
+        run_id = uuid.uuid4().hex
+        try:
+            self._exec(
+                "INSERT INTO _ingest_runs (run_id, command, started_utc, status, pid) "
+                "VALUES ($r, $c, $t, 'running', $p)",
+                {"r": run_id, "c": command, "t": _now(), "p": os.getpid()},
+            )
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: cannot record the run: {exc}") from exc
+        self._active_run = run_id
+        return run_id
+
+    def finish_run(self, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
+        """Close run ``run_id`` with ``status`` (e.g. ok, failed) and a JSON ``summary``."""
+        text = json.dumps(summary, default=str, sort_keys=True)
+        try:
+            done = self._rows(
+                "UPDATE _ingest_runs SET finished_utc = $t, status = $s, summary = $j "
+                "WHERE run_id = $r RETURNING run_id",
+                {"t": _now(), "s": status, "j": text, "r": run_id},
+            )
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: cannot finish run {run_id}: {exc}") from exc
+        if not done:
+            raise WarehouseError(f"{self.path}: unknown run {run_id}")
+        if self._active_run == run_id:
+            self._active_run = None
+
+    # ------------------------------------------------------------------ ledger
+
+    def ledger(self) -> pl.DataFrame:
+        """The ``files`` table (one row per path and content hash), oldest first."""
+        return self._frame("SELECT * FROM files ORDER BY first_seen_utc, path, sha256")
+
+    def file_known(self, sha256: str) -> str | None:
+        """Status of a ledgered file with this content hash, or None if never seen.
+
+        When several paths share the hash the most final status wins:
+        loaded > duplicate > skipped > rejected.
+        """
+        statuses = {s for (s,) in self._rows("SELECT DISTINCT status FROM files WHERE sha256 = $s", {"s": sha256})}
+        for status in FILE_STATUSES:
+            if status in statuses:
+                return status
+        return None
+
+    def missing_files(self, present_paths: set[str]) -> list[str]:
+        """Ledgered paths not in ``present_paths`` (files deleted from disk); rows are kept."""
+        paths = [p for (p,) in self._rows("SELECT DISTINCT path FROM files ORDER BY path")]
+        return [p for p in paths if p not in present_paths]
+
+    def _ledger_row(self, ledger: dict[str, Any], *, run_id: str) -> dict[str, Any]:
+        unknown = sorted(set(ledger) - LEDGER_KEYS)
+        if unknown:
+            raise WarehouseError(f"ledger row for {ledger.get('path')!r}: unknown keys {unknown}")
+        for key in ("path", "sha256"):
+            if not ledger.get(key):
+                raise WarehouseError(f"ledger row {ledger!r}: {key} is required")
+        row = {key: ledger.get(key) for key in LEDGER_KEYS}
+        row["path"] = str(row["path"])
+        row["run_id"] = run_id
+        ids = row["activity_ids"]
+        if isinstance(ids, str):
+            ids = [part for part in ids.split(",") if part]
+        row["activity_ids"] = list(ids) if ids is not None else None
+        first = row["first_seen_utc"]
+        row["first_seen_utc"] = as_utc(first) if isinstance(first, datetime) else _now()
+        if row["size_bytes"] is not None:
+            row["size_bytes"] = int(row["size_bytes"])
+        return row
+
+    def _upsert_ledger(self, row: dict[str, Any]) -> None:
+        """Insert or update the ``files`` row keyed by (sha256, path); first_seen_utc is kept."""
+        existing = self._rows(
+            "SELECT status FROM files WHERE sha256 = $s AND path = $p", {"s": row["sha256"], "p": row["path"]}
+        )
+        params = {
+            "path": row["path"],
+            "sha": row["sha256"],
+            "size": row["size_bytes"],
+            "fmt": row["format"],
+            "status": row["status"],
+            "reason": row["reason"],
+            "ids": row["activity_ids"],
+            "dup": row["duplicate_of"],
+            "ath": row["athlete_id"],
+            "now": _now(),
+            "run": row["run_id"],
+        }
+        if existing:
+            self._exec(
+                "UPDATE files SET size_bytes = $size, format = $fmt, status = $status, reason = $reason, "
+                "activity_ids = CAST($ids AS VARCHAR[]), duplicate_of = $dup, athlete_id = $ath, "
+                "updated_utc = $now, run_id = $run WHERE sha256 = $sha AND path = $path",
+                params,
+            )
+        else:
+            params["first"] = row["first_seen_utc"]
+            self._exec(
+                "INSERT INTO files (path, sha256, size_bytes, format, status, reason, activity_ids, "
+                "duplicate_of, athlete_id, first_seen_utc, updated_utc, run_id) VALUES ($path, $sha, $size, "
+                "$fmt, $status, $reason, CAST($ids AS VARCHAR[]), $dup, $ath, $first, $now, $run)",
+                params,
+            )
+
+    def record_file(self, *, ledger: dict[str, Any]) -> None:
+        """Ledger a file that loads nothing: ``status`` duplicate, skipped or rejected.
+
+        Upserts by (sha256, path). ``reason`` is required for skipped and
+        rejected files. A row already ``loaded`` is never downgraded.
+        """
+        run_id = self._run_for(ledger)
+        row = self._ledger_row(ledger, run_id=run_id)
+        if row["status"] not in ("duplicate", "skipped", "rejected"):
+            raise WarehouseError(
+                f"{row['path']}: record_file takes status duplicate, skipped or rejected "
+                f"(got {row['status']!r}); loaded files go through load_file"
+            )
+        if row["status"] in ("skipped", "rejected") and not row["reason"]:
+            raise WarehouseError(f"{row['path']}: a {row['status']} file needs a reason")
+        with self._transaction(f"{row['path']}: ledger"):
+            existing = self._rows(
+                "SELECT status FROM files WHERE sha256 = $s AND path = $p", {"s": row["sha256"], "p": row["path"]}
+            )
+            if existing and existing[0][0] == "loaded":
+                raise WarehouseError(
+                    f"{row['path']}: already loaded with this content; refusing to mark it {row['status']}"
+                )
+            self._upsert_ledger(row)
+
+    # ------------------------------------------------------------------ activities
+
+    def _activity_frame(self, act: NormalisedActivity, where: str) -> pl.DataFrame:
+        row = act.activity
+        unknown = sorted(set(row) - set(ACTIVITY_SCHEMA))
+        if unknown:
+            raise WarehouseError(f"{where}: activity has keys outside ACTIVITY_SCHEMA: {unknown}")
+        try:
+            frame = frame_from_rows([row], ACTIVITY_SCHEMA)
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+            raise WarehouseError(f"{where}: activity row does not fit ACTIVITY_SCHEMA: {exc}") from exc
+        lost = [
+            name
+            for name, value in row.items()
+            if value is not None
+            and frame[name][0] is None
+            and not (isinstance(value, float) and math.isnan(value))
+        ]
+        if lost:
+            raise WarehouseError(f"{where}: activity values of the wrong type for {lost}")
+        return frame
+
+    def load_file(
+        self,
+        *,
+        ledger: dict[str, Any],
+        activities: list[NormalisedActivity],
+        duplicates: dict[str, str] | None = None,
+    ) -> None:
+        """Load one source file's activities and its ledger row in ONE transaction.
+
+        Parameters
+        ----------
+        ledger
+            The ``files`` row: ``path``, ``sha256`` required; ``size_bytes``,
+            ``format``, ``status`` (default ``loaded``, or ``duplicate`` when
+            every activity is a duplicate), ``reason``, ``activity_ids``
+            (default: the ids loaded), ``duplicate_of``, ``athlete_id``,
+            ``run_id`` (default: the run from :meth:`begin_run`),
+            ``first_seen_utc`` optional. Other keys are an error.
+        activities
+            The file's activities in the normalised schema.
+        duplicates
+            ``{new activity_id: existing activity_id}``: these activities are
+            recorded in ``activity_duplicates`` only (not in ``activities``,
+            and without samples, laps or pauses), so no query counts a run twice.
+
+        Notes
+        -----
+        Idempotent: if a file with this ``sha256`` is already ledgered as
+        loaded or duplicate, nothing is written. On any error nothing is
+        written (the transaction rolls back) and :class:`WarehouseError`
+        names the file.
+        """
+        run_id = self._run_for(ledger)
+        row = self._ledger_row(ledger, run_id=run_id)
+        where = row["path"]
+        known = self.file_known(row["sha256"])
+        if known in ("loaded", "duplicate"):
+            log.info("%s: content %s already %s; load_file is a no-op", where, row["sha256"][:16], known)
+            return
+        if not activities:
+            raise WarehouseError(f"{where}: load_file without activities; use record_file (skipped/rejected)")
+        duplicates = dict(duplicates or {})
+        ids = [a.activity_id for a in activities]
+        if len(set(ids)) != len(ids):
+            raise WarehouseError(f"{where}: activity ids repeat within the file: {ids}")
+        stray = sorted(set(duplicates) - set(ids))
+        if stray:
+            raise WarehouseError(f"{where}: duplicates name activities not in this file: {stray}")
+        circular = sorted(k for k, v in duplicates.items() if v in duplicates or v == k)
+        if circular:
+            raise WarehouseError(f"{where}: duplicates point at other duplicates: {circular}")
+
+        prepared = []
+        for act in activities:
+            aid = act.activity_id
+            what = f"{where} activity {aid}"
+            frame = self._activity_frame(act, what)
+            sha = frame["source_sha256"][0]
+            if sha is not None and sha != row["sha256"]:
+                raise WarehouseError(f"{what}: source_sha256 {sha} differs from the ledger's {row['sha256']}")
+            children = []
+            if aid not in duplicates:
+                for table, schema, order in _CHILD_TABLES:
+                    df = conform(getattr(act, table), schema, f"{what} {table}")
+                    foreign = df.filter(pl.col("activity_id") != aid).height + df["activity_id"].null_count()
+                    if foreign:
+                        raise WarehouseError(f"{what} {table}: {foreign} rows carry another activity_id")
+                    children.append((table, df, order))
+            prepared.append((aid, frame, children))
+
+        if row["status"] is None:
+            row["status"] = "duplicate" if all(aid in duplicates for aid in ids) else "loaded"
+        if row["status"] not in ("loaded", "duplicate"):
+            raise WarehouseError(f"{where}: load_file status must be loaded or duplicate (got {row['status']!r})")
+        if row["activity_ids"] is None:
+            row["activity_ids"] = ids
+        if row["duplicate_of"] is None and row["status"] == "duplicate":
+            row["duplicate_of"] = ",".join(dict.fromkeys(duplicates.values()))
+        if row["athlete_id"] is None:
+            row["athlete_id"] = activities[0].activity.get("athlete_id")
+
+        with self._transaction(f"{where}: load"):
+            for aid, frame, children in prepared:
+                if aid in duplicates:
+                    dup = frame.select(_DUPLICATE_COLUMNS).with_columns(
+                        duplicate_of=pl.lit(duplicates[aid], dtype=pl.String())
+                    )
+                    self._insert("activity_duplicates", dup, run_id=run_id, order_by=None)
+                else:
+                    self._insert("activities", frame, run_id=run_id, order_by=None)
+                for table, df, order in children:
+                    self._insert(table, df, run_id=run_id, order_by=order)
+            if duplicates:
+                targets = sorted(set(duplicates.values()))
+                found = {
+                    a
+                    for (a,) in self._rows(
+                        "SELECT activity_id FROM activities WHERE list_contains($t, activity_id)", {"t": targets}
+                    )
+                }
+                absent = [t for t in targets if t not in found]
+                if absent:
+                    raise WarehouseError(f"{where}: duplicates point at unknown activities {absent}")
+            self._upsert_ledger(row)
+        n_samples = sum(df.height for _, _, ch in prepared for t, df, _ in ch if t == "samples")
+        log.info(
+            "%s: loaded %d activities (%d duplicates recorded), %d samples",
+            where, len(prepared) - len(duplicates), len(duplicates), n_samples,
+        )
+
+    def find_overlapping(
+        self,
+        *,
+        athlete_id: str,
+        start_utc: datetime,
+        end_utc: datetime | None,
+        min_overlap: float = 0.5,
+    ) -> str | None:
+        """An activity of ``athlete_id`` overlapping ``[start_utc, end_utc]`` by at least
+        ``min_overlap`` of the shorter of the two spans, or None.
+
+        Duplicates are never returned (they are not in ``activities``). With several
+        matches the largest overlap fraction wins, then the longer overlap,
+        then the earlier start. A zero-length span overlaps fully when it
+        lies inside the other; ``end_utc=None`` is such a span. Naive datetimes
+        are taken as UTC.
+        """
+        if not 0.0 < min_overlap <= 1.0:
+            raise WarehouseError(f"min_overlap must be in (0, 1] (got {min_overlap})")
+        start = as_utc(start_utc)
+        end = as_utc(end_utc) if end_utc is not None else start
+        if end < start:
+            raise WarehouseError(f"find_overlapping: end {end} before start {start}")
+        rows = self._rows(
+            "SELECT activity_id, start_utc, coalesce(end_utc, start_utc) AS end_utc FROM activities "
+            "WHERE athlete_id = $a AND start_utc <= $e AND coalesce(end_utc, start_utc) >= $s",
+            {"a": athlete_id, "s": start, "e": end},
+        )
+        best: tuple[float, float, datetime, str] | None = None
+        best_id: str | None = None
+        for aid, a_start, a_end in rows:
+            a_start, a_end = as_utc(a_start), as_utc(a_end)
+            overlap = (min(end, a_end) - max(start, a_start)).total_seconds()
+            shorter = min((end - start).total_seconds(), (a_end - a_start).total_seconds())
+            if overlap < 0:
+                continue
+            fraction = 1.0 if shorter <= 0 else overlap / shorter
+            if fraction + 1e-12 < min_overlap:
+                continue
+            key = (-fraction, -overlap, a_start, aid)
+            if best is None or key < best:
+                best, best_id = key, aid
+        return best_id
+
+    def activities(self, *, running_only: bool = False) -> pl.DataFrame:
+        """Activities in :data:`ACTIVITY_SCHEMA` (duplicates are not among them), by athlete and start."""
+        where = "true"
+        params = None
+        if running_only:
+            where = "list_contains($sports, sport)"
+            params = {"sports": sorted(RUNNING_SPORTS)}
+        df = self._frame(
+            f"SELECT {_cols(ACTIVITY_SCHEMA)} FROM activities WHERE {where} "
+            "ORDER BY athlete_id, start_utc, activity_id",
+            params,
+        )
+        return conform(df, ACTIVITY_SCHEMA, "activities")
+
+    def samples_for(self, activity_ids: list[str]) -> pl.DataFrame:
+        """Samples of ``activity_ids`` in :data:`SAMPLE_SCHEMA`, by activity_id then t_utc."""
+        ids = pl.DataFrame({"activity_id": list(dict.fromkeys(activity_ids))}, schema={"activity_id": pl.String()})
+        view = f"_ids_{uuid.uuid4().hex[:8]}"
+        self._db.register(view, ids.to_arrow())
+        try:
+            cols = ", ".join(f's."{c}"' for c in SAMPLE_SCHEMA)
+            df = self._frame(
+                f"SELECT {cols} FROM samples s SEMI JOIN {view} i ON s.activity_id = i.activity_id "
+                "ORDER BY s.activity_id, s.t_utc"
+            )
+        finally:
+            self._db.unregister(view)
+        return conform(df, SAMPLE_SCHEMA, "samples")
+
+    # ------------------------------------------------------------------ athletes, pain
+
+    def upsert_athletes(self, athletes: pl.DataFrame) -> None:
+        """Insert or replace athletes by ``athlete_id`` (absent athletes are kept)."""
+        df = conform(athletes, ATHLETE_SCHEMA, "athletes")
+        dupes = df.filter(pl.col("athlete_id").is_duplicated())["athlete_id"].unique().to_list()
+        if dupes or df["athlete_id"].null_count():
+            raise WarehouseError(f"athletes: athlete_id must be unique and present (repeated: {dupes})")
+        df = df.with_columns(updated_utc=pl.lit(_now(), dtype=pl.Datetime("us", "UTC")))
+        with self._transaction("athletes"):
+            view = f"_in_athletes_{uuid.uuid4().hex[:8]}"
+            self._db.register(view, df.to_arrow())
+            try:
+                self._exec(
+                    f"INSERT OR REPLACE INTO athletes BY NAME SELECT *, CAST($r AS VARCHAR) AS _run_id FROM {view}",
+                    {"r": self._active_run},
+                )
+            finally:
+                self._db.unregister(view)
+
+    def replace_pain(self, *, reports: pl.DataFrame, rejected_rows: pl.DataFrame) -> None:
+        """Replace the current pain reports, keeping history, in one transaction.
+
+        Parameters
+        ----------
+        reports
+            Every athlete's reports in :data:`PAIN_REPORT_SCHEMA` (recomputed each run).
+            A stored report whose ``report_id`` is absent gets ``superseded_utc``
+            (an edited CSV row has a new id, so its old version stays as history);
+            a present one gets the new join columns (and is un-superseded);
+            a new one is inserted with ``first_seen_utc``.
+        rejected_rows
+            ``source_file, line, reason`` of malformed rows; replaces
+            ``pain_rows_rejected``.
+        """
+        df = conform(reports, PAIN_REPORT_SCHEMA, "pain reports")
+        rejected = conform(rejected_rows, REJECTED_PAIN_SCHEMA, "rejected pain rows")
+        repeated = df.filter(pl.col("report_id").is_duplicated())
+        if repeated.height or df["report_id"].null_count():
+            places = [f"{r['source_file']}:{r['line']}" for r in repeated.iter_rows(named=True)]
+            raise WarehouseError(f"pain reports: report_id must be unique and present (repeated at {places})")
+        now, run = _now(), self._active_run
+        view = f"_in_pain_{uuid.uuid4().hex[:8]}"
+        with self._transaction("pain reports"):
+            self._db.register(view, df.to_arrow())
+            try:
+                self._exec(
+                    f"UPDATE pain_reports SET superseded_utc = $now WHERE superseded_utc IS NULL "
+                    f"AND report_id NOT IN (SELECT report_id FROM {view})",
+                    {"now": now},
+                )
+                sets = ", ".join(f'"{c}" = i."{c}"' for c in _PAIN_JOIN_COLUMNS)
+                self._exec(
+                    f"UPDATE pain_reports SET {sets}, superseded_utc = NULL, _run_id = CAST($run AS VARCHAR) "
+                    f"FROM {view} i WHERE pain_reports.report_id = i.report_id",
+                    {"run": run},
+                )
+                self._exec(
+                    f"INSERT INTO pain_reports BY NAME SELECT i.*, CAST($now AS TIMESTAMPTZ) AS first_seen_utc, "
+                    f"CAST($run AS VARCHAR) AS _run_id FROM {view} i "
+                    f"WHERE i.report_id NOT IN (SELECT report_id FROM pain_reports) "
+                    "ORDER BY i.athlete_id, i.date_local",
+                    {"now": now, "run": run},
+                )
+            finally:
+                self._db.unregister(view)
+            self._exec("DELETE FROM pain_rows_rejected")
+            self._insert("pain_rows_rejected", rejected, run_id=run, order_by="source_file, line")
+
+    # ------------------------------------------------------------------ reading, snapshot
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a trusted internal SQL statement (reports); named params ``$name``.
+
+        Returns the result as a polars frame (an empty frame for statements
+        without a result).
+        """
+        return self._frame(sql, params)
+
+    def publish_snapshot(self, dest: Path) -> None:
+        """Publish a complete read-only copy of the warehouse at ``dest``, atomically.
+
+        CHECKPOINT (so the file holds everything), copy to a temporary file in
+        ``dest``'s folder, fsync, ``os.replace``: a reader sees the old or the
+        new snapshot, never a torn one; readers holding the old file keep it.
+        """
+        dest = Path(dest)
+        try:
+            self._exec("FORCE CHECKPOINT")
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: checkpoint before snapshot failed: {exc}") from exc
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        except OSError as exc:
+            raise WarehouseError(f"{dest}: cannot create the snapshot: {exc}") from exc
+        tmp = Path(tmp_name)
+        try:
+            with open(self.path, "rb") as src, os.fdopen(fd, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+            dir_fd = os.open(dest.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise WarehouseError(f"{dest}: cannot publish the snapshot: {exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        log.info("published snapshot %s", dest)
