@@ -222,19 +222,26 @@ def ingest(
     summary.files_seen = len(files)
 
     athletes: dict[str, Athlete] = {}
-    athlete_errors: dict[str, str] = {}
+    athlete_errors: list[tuple[Path, InputError]] = []
     for athlete_id, folder in athlete_dirs.items():
         try:
             athletes[athlete_id] = read_athlete(folder, athlete_id=athlete_id)
         except InputError as exc:
-            athlete_errors[athlete_id] = exc.message
-            log.warning("%s", exc.message)
-            athletes[athlete_id] = Athlete(athlete_id, athlete_id, None, "km", None)
+            # the athlete's runs still load, with default settings; the file is named as rejected
+            athlete_errors.append((folder / "athlete.toml", exc))
+            athletes[athlete_id] = Athlete(athlete_id=athlete_id, name=athlete_id)
 
     with Warehouse.open(settings.warehouse_path, wait=wait) as wh:
         run_id = wh.begin_run(command=command)
         summary.run_id = run_id
         try:
+            for path, exc in athlete_errors:
+                data = path.read_bytes() if path.is_file() else b""
+                unit = _Unit(path.relative_to(settings.raw_dir).as_posix(), path, "", _sha256(data), len(data), None)
+                reason = _describe(exc) + " (default settings used)"
+                wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt="toml", status="rejected", reason=reason))
+                summary.rejected.append((unit.rel_path, reason))
+                log.warning("%s: %s", unit.rel_path, reason)
             _ingest_activities(wh, settings, files, athletes, summary, run_id, progress)
             _ingest_pain(wh, settings, athletes, summary, run_id)
             wh.upsert_athletes(_athletes_frame(athletes))
@@ -318,7 +325,7 @@ def _ingest_activities(
         try:
             unit_list = list(_units(raw, raw.athlete_id, data))
         except InputError as exc:
-            reject(placeholder, exc.reason)
+            reject(placeholder, _describe(exc))
             continue
         if raw.kind == "zip":
             # the archive itself is ledgered so an unchanged archive is not reopened
@@ -369,7 +376,7 @@ def _ingest_activities(
             if isinstance(exc, SkippedFile):
                 reject(unit, exc.reason, status="skipped")
             elif isinstance(exc, InputError):
-                reject(unit, exc.message if exc.offset is not None else exc.reason)
+                reject(unit, _describe(exc))
             elif isinstance(exc, MemoryError):
                 reject(unit, str(exc))
             else:
@@ -398,6 +405,15 @@ def _ingest_activities(
             activities=activities,
             duplicates=duplicates,
         )
+
+
+def _describe(exc: InputError) -> str:
+    """The reason with its place, without repeating the path (the ledger row has it)."""
+    if exc.line is not None:
+        return f"line {exc.line}: {exc.reason}"
+    if exc.offset is not None:
+        return f"{exc.reason} (at byte {exc.offset})"
+    return exc.reason
 
 
 def _ingest_pain(

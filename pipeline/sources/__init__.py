@@ -7,10 +7,14 @@ semicircles, cadence stays *cycles* per minute, i.e. strides/min for foot
 sports and rpm for cycling). :mod:`pipeline.normalise` turns them into the
 schema of :mod:`pipeline.schema`.
 
-This package also holds the two helpers that need a third-party library the
-rest of the package must not import: gzip inflation with a size cap
-(:func:`gunzip_bounded`) and the GPS time-zone lookup (:func:`timezone_at`,
-timezonefinder).
+This package also holds the helpers the readers share, including those that
+need a library the rest of the package must not import: gzip inflation with
+a size cap (:func:`gunzip_bounded`), the GPS time-zone lookup
+(:func:`timezone_at`, timezonefinder), safe XML parsing (:func:`safe_xml_root`,
+defusedxml: no DOCTYPE, no entities; :func:`guard_xml_text`: size and
+``xmlns`` limits run before any parser), ISO times (:func:`parse_iso_time`)
+and the sport/manufacturer vocabularies (:func:`sport_from_text`,
+:func:`manufacturer_from_text`).
 """
 
 from __future__ import annotations

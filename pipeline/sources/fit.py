@@ -27,6 +27,13 @@ Decisions
   whose name ends in "power" that is not a component (Form/Air/Lap Power).
 * UTC offset: ``activity.local_timestamp - activity.timestamp`` when it is a
   whole quarter hour within +-14 h.
+* Records are assigned to the session whose start is the latest one not after
+  the record's time (records before the first session go to it); laps by the
+  sessions' ``first_lap_index``/``num_laps`` when consistent, else by time;
+  timer events by time. A session ends at ``start_time + total_elapsed_time``
+  or at its last record when that is later (some devices stop counting early).
+* Records without a timestamp cannot be placed on the run's timeline: a file
+  with any is rejected (the corpus's FR910XT pool swim has 67 of them).
 """
 
 from __future__ import annotations
@@ -231,8 +238,12 @@ def _offset_from_activity(activity: dict[str, Any] | None) -> int | None:
     return int(quarter)
 
 
-def _pauses(events: list[tuple[datetime, str]], start: datetime, end: datetime | None) -> list[tuple[datetime, datetime]]:
-    """Timer stop -> next timer start pairs inside [start, end]; a final stop pauses to ``end``."""
+def _pauses(events: list[tuple[datetime, str]], end: datetime | None) -> list[tuple[datetime, datetime]]:
+    """Timer stop -> next timer start pairs of one session.
+
+    Repeated stops count from the first; a final stop more than a second
+    before ``end`` pauses until ``end`` (the timer never restarted).
+    """
     pauses: list[tuple[datetime, datetime]] = []
     stopped_at: datetime | None = None
     for t, kind in sorted(events, key=lambda e: e[0]):
@@ -459,7 +470,7 @@ def read_fit(data: bytes, *, path: str) -> list[RawSession]:
                 point_name="record",
                 samples=samples,
                 laps=lap_buckets[i],
-                pauses=_pauses(event_buckets[i], start, end),
+                pauses=_pauses(event_buckets[i], end),
             )
         )
     return out
