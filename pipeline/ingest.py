@@ -310,17 +310,28 @@ def _ingest_activities(
             summary.skipped_files.append((unit.rel_path, reason))
             log.info("%s: skipped: %s", unit.rel_path, reason)
 
+    ledger = wh.ledger()
+    seen_pairs = set(zip(ledger["path"].to_list(), ledger["sha256"].to_list()))
+    # content already in the warehouse under some path: sha256 -> that path
+    kept_by_sha: dict[str, str] = {}
+    for row in ledger.filter(pl.col("status").is_in(["loaded", "duplicate"])).iter_rows(named=True):
+        kept_by_sha.setdefault(row["sha256"], row["path"])
+
+    def same_bytes(unit: _Unit, first: str) -> None:
+        wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path), status="duplicate",
+                                      reason=f"same bytes as {first}", duplicate_of=first))
+        summary.duplicates += 1
+        log.info("%s: same bytes as %s", unit.rel_path, first)
+
+    batch_by_sha: dict[str, str] = {}
     for raw in files:
         data = raw.path.read_bytes()
         placeholder = _Unit(raw.rel_path, raw.path, raw.athlete_id or "", _sha256(data), len(data), None)
-        if raw.athlete_id is None:
-            if wh.file_known(placeholder.sha256) is None:
-                reject(placeholder, "not inside an athlete folder: move it to data/raw/<athlete>/")
-            else:
-                summary.unchanged += 1
-            continue
-        if raw.kind == "zip" and wh.file_known(placeholder.sha256) is not None:
+        if (placeholder.rel_path, placeholder.sha256) in seen_pairs:
             summary.unchanged += 1
+            continue
+        if raw.athlete_id is None:
+            reject(placeholder, "not inside an athlete folder: move it to data/raw/<athlete>/")
             continue
         try:
             unit_list = list(_units(raw, raw.athlete_id, data))
@@ -332,17 +343,14 @@ def _ingest_activities(
             wh.record_file(ledger=_ledger(placeholder, run_id=run_id, fmt="zip", status="skipped",
                                           reason=f"archive: {len(unit_list)} members read"))
         for unit in unit_list:
-            if wh.file_known(unit.sha256) is not None or unit.sha256 in {u.sha256 for u in units.values()}:
-                if unit.sha256 in {u.sha256 for u in units.values()}:
-                    # the same bytes twice in this batch: the second is a duplicate file
-                    first = next(u for u in units.values() if u.sha256 == unit.sha256)
-                    wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path),
-                                                  status="duplicate", reason=f"same bytes as {first.rel_path}",
-                                                  duplicate_of=first.rel_path))
-                    summary.duplicates += 1
-                else:
-                    summary.unchanged += 1
+            if (unit.rel_path, unit.sha256) in seen_pairs:
+                summary.unchanged += 1
                 continue
+            first = kept_by_sha.get(unit.sha256) or batch_by_sha.get(unit.sha256)
+            if first is not None:
+                same_bytes(unit, first)
+                continue
+            batch_by_sha[unit.sha256] = unit.rel_path
             units[unit.rel_path] = unit
             athlete = athletes.get(unit.athlete_id)
             jobs.append(

@@ -38,3 +38,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PIPELINE_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def sim_ingested(sim_club: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The small club ingested once into a warehouse (read it through the snapshot)."""
+    import shutil
+
+    from pipeline.config import Settings
+    from pipeline.ingest import ingest
+
+    root = tmp_path_factory.mktemp("ingested")
+    raw = root / "data" / "raw"
+    shutil.copytree(sim_club["raw"], raw)
+    settings = Settings(raw_dir=raw, warehouse_dir=root / "data" / "warehouse", reports_dir=root / "reports", workers=2)
+    summary = ingest(settings)
+    return {**sim_club, "raw": raw, "settings": settings, "summary": summary}
