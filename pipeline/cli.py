@@ -339,8 +339,10 @@ def sql(query: str | None, warehouse: Path | None, params: tuple[tuple[str, str]
     else:
         import polars as pl
 
-        with pl.Config(tbl_rows=200, tbl_cols=50, fmt_str_lengths=60, tbl_width_chars=200):
+        with pl.Config(tbl_rows=200, tbl_cols=50, fmt_str_lengths=60, tbl_width_chars=200,
+                       tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
             click.echo(str(frame))
+        click.echo(f"({frame.height} row{'s' if frame.height != 1 else ''})")
 
 
 class _SnapshotReader:
