@@ -177,6 +177,9 @@ def _run_ingest(settings: Settings, *, wait: bool, command: str, with_reports: b
     from pipeline.errors import WarehouseLocked
     from pipeline.ingest import ingest
 
+    if not settings.raw_dir.is_dir():
+        _fail(f"raw folder {settings.raw_dir} does not exist (give --raw, or run `make run` for the sample club)",
+              EXIT_USAGE)
     paths: list[Path] = []
 
     def render(wh: Any, summary: Any) -> None:

@@ -143,3 +143,10 @@ def test_console_script_and_module_agree() -> None:
     b = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True, timeout=60)
     assert a.returncode == b.returncode == 0
     assert a.stdout == b.stdout
+
+
+def test_missing_raw_folder_is_a_usage_error(tmp_path: Path, clean_env: None) -> None:
+    result = CliRunner().invoke(cli, ["ingest", "--raw", str(tmp_path / "nope"), "--warehouse", str(tmp_path / "w")])
+    assert result.exit_code == 2
+    assert "raw folder" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "w").exists()
