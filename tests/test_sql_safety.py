@@ -8,9 +8,11 @@ COPY TO and read_csv, so the guards are what stop them.
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -161,22 +163,128 @@ def test_file_functions_inside_a_select_are_stopped_by_the_sealed_session(snapsh
         run_readonly_query(snapshot, f"WITH x AS (SELECT * FROM read_text('{secret_file}')) SELECT * FROM x")
 
 
-def test_negative_control_a_plain_read_only_connection_allows_files(
-    snapshot: Path, secret_file: Path, tmp_path: Path
+#: Each form the issue names as refused: (id, the statement, what a plain read-only
+#: connection does with it, checked by ``_control``). ``{out}``, ``{outdir}``, ``{secret}``,
+#: ``{secret_json}``, ``{other_db}`` and ``{ext}`` are filled in per test.
+FORMS = [
+    ("copy_to", "COPY (SELECT * FROM samples) TO '{out}' (FORMAT csv)", "writes_out"),
+    ("export_database", "EXPORT DATABASE '{outdir}'", "writes_outdir"),
+    ("read_csv_etc_passwd", "SELECT * FROM read_csv('/etc/passwd')", "returns_rows"),
+    ("read_csv", "SELECT * FROM read_csv('{secret}')", "leaks_secret"),
+    ("read_text", "SELECT content FROM read_text('{secret}')", "leaks_secret"),
+    ("read_blob", "SELECT content FROM read_blob('{secret}')", "leaks_secret"),
+    ("read_json", "SELECT * FROM read_json('{secret_json}')", "leaks_secret"),
+    ("replacement_scan", "SELECT * FROM '{secret}'", "leaks_secret"),
+    ("glob", "SELECT * FROM glob('{secret_dir}/*')", "returns_rows"),
+    ("attach", "ATTACH '{other_db}' AS other (READ_ONLY)", "attaches"),
+    ("install", "INSTALL '{ext}'", "tries_file"),
+    ("load", "LOAD json", "runs"),
+    ("load_path", "LOAD '{ext}'", "tries_file"),
+    ("set", "SET threads = 8", "runs"),
+    ("set_memory_limit", "SET memory_limit = '64GB'", "runs"),
+    ("reset", "RESET threads", "runs"),
+    ("set_variable", "SET VARIABLE x = 1", "runs"),
+    ("pragma", "PRAGMA threads = 8", "runs"),
+    ("create_temp_table", "CREATE TEMP TABLE t AS SELECT 1 AS a", "runs"),
+    ("create_temp_view", "CREATE TEMP VIEW v AS SELECT * FROM samples", "runs"),
+    ("create_temp_macro", "CREATE TEMP MACRO m(x) AS x + 1", "runs"),
+    ("insert_update_delete_drop",
+     "CREATE TEMP TABLE t AS SELECT 1 AS a; INSERT INTO t VALUES (2); UPDATE t SET a = 3; DELETE FROM t; DROP TABLE t",
+     "runs"),
+    ("checkpoint", "CHECKPOINT", "runs"),
+    ("transaction", "BEGIN TRANSACTION; COMMIT", "runs"),
+]
+
+
+@pytest.fixture
+def places(tmp_path: Path, secret_file: Path) -> dict[str, Path]:
+    secret_json = secret_file.parent / "secret.json"
+    secret_json.write_text('[{"user": "coach", "password": "hunter2"}]')
+    other = tmp_path / "other.duckdb"
+    return {
+        "out": tmp_path / "out.csv",
+        "outdir": tmp_path / "exported",
+        "secret": secret_file,
+        "secret_json": secret_json,
+        "secret_dir": secret_file.parent,
+        "other_db": other,
+        "ext": tmp_path / "nothing.duckdb_extension",
+    }
+
+
+def _fill(sql: str, places: dict[str, Path]) -> str:
+    return sql.format(**{k: str(v) for k, v in places.items()})
+
+
+@pytest.mark.parametrize(("form", "sql", "control"), FORMS, ids=[f[0] for f in FORMS])
+def test_each_refused_form_is_refused_where_read_only_alone_allows_it(
+    snapshot: Path, places: dict[str, Path], form: str, sql: str, control: str
 ) -> None:
-    """Without the guards, read_only=True alone lets a query read and write files."""
-    # The raw library only for this control (the project imports duckdb under pipeline/warehouse only).
-    duckdb = pytest.importorskip("duckdb")
-    out = tmp_path / "leak.csv"
+    """The sealed session refuses the form; a plain ``read_only=True`` connection lets it through."""
+    duckdb = pytest.importorskip("duckdb")  # the raw library, only for the negative control
+    shutil.copy(snapshot, places["other_db"])  # a real database to ATTACH
+    text = _fill(sql, places)
+
+    with pytest.raises(QueryRefused) as info:
+        run_readonly_query(snapshot, text)
+    message = str(info.value)
+    assert "hunter2" not in message and "\n" not in message.strip()
+    assert not places["out"].exists() and not places["outdir"].exists()
+
+    # the negative control: the same statements on a plain read-only connection
     con = duckdb.connect(str(snapshot), read_only=True)
     try:
-        con.execute(f"COPY (SELECT * FROM samples) TO '{out}' (FORMAT csv)")
-        con.complete()
-        leaked = con.sql(f"SELECT password FROM read_csv('{secret_file}')").fetchall()
+        if control == "tries_file":
+            # it goes looking for the extension file: nothing read-only about that
+            with pytest.raises(duckdb.IOException, match="nothing.duckdb_extension"):
+                con.execute(text)
+            return
+        rows: list[Any] = []
+        for stmt in con.extract_statements(text):
+            con.execute(stmt.query)
+            try:
+                rows = con.fetchall()
+            except duckdb.Error:
+                rows = []
+        if control == "writes_out":
+            assert places["out"].read_text().count("\n") == N_SAMPLES + 1
+        elif control == "writes_outdir":
+            assert (places["outdir"] / "schema.sql").is_file()
+        elif control == "returns_rows":
+            assert len(rows) > 0
+        elif control == "leaks_secret":
+            assert "hunter2" in repr(rows)
+        elif control == "attaches":
+            assert con.sql("SELECT count(*) FROM other.samples").fetchall() == [(N_SAMPLES,)]
+        else:
+            assert control == "runs"
     finally:
         con.close()
-    assert out.exists() and out.read_text().count("\n") == N_SAMPLES + 1
-    assert leaked == [("hunter2",)]
+
+
+def test_the_sealed_session_refuses_to_loosen_itself(snapshot: Path, secret_file: Path) -> None:
+    """Even a statement that got past the statement check could not change a setting."""
+    from pipeline.warehouse.query import open_readonly
+
+    con = open_readonly(snapshot, memory_limit="256MB", threads=1)
+    try:
+        settings = dict(con.sql(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN "
+            "('enable_external_access', 'lock_configuration', 'threads', 'autoload_known_extensions', "
+            "'autoinstall_known_extensions', 'allow_community_extensions', 'TimeZone')"
+        ).fetchall())
+        assert settings == {
+            "enable_external_access": "false", "lock_configuration": "true", "threads": "1",
+            "autoload_known_extensions": "false", "autoinstall_known_extensions": "false",
+            "allow_community_extensions": "false", "TimeZone": "UTC",
+        }
+        for statement in ("SET enable_external_access = true", "SET threads = 8", "SET lock_configuration = false"):
+            with pytest.raises(Exception, match="configuration has been locked"):
+                con.execute(statement)
+        with pytest.raises(Exception, match="disabled by configuration"):
+            con.execute(f"SELECT * FROM read_csv('{secret_file}')")
+    finally:
+        con.close()
 
 
 def test_a_runaway_query_is_interrupted(snapshot: Path) -> None:
@@ -255,3 +363,91 @@ def test_errors_are_pipeline_errors(snapshot: Path, tmp_path: Path) -> None:
         run_readonly_query(snapshot, "  ;  ")
     for exc in (QueryRefused, WarehouseError):
         assert issubclass(exc, PipelineError)
+
+
+# ---------------------------------------------------------------------- through `pipeline sql`
+
+
+def _sql(snapshot: Path, *args: str, stdin: str | None = None) -> Any:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    return CliRunner().invoke(cli, ["sql", "--warehouse", str(snapshot.parent), *args], input=stdin)
+
+
+def test_cli_query_from_argument_or_stdin_in_three_formats(snapshot: Path) -> None:
+    import json
+
+    query = "SELECT activity_id, count(*) AS n, max(hr_bpm) AS hr FROM samples GROUP BY 1"
+    table = _sql(snapshot, query)
+    assert table.exit_code == 0, table.output
+    assert "146.0" in table.output and str(N_SAMPLES) in table.output and "(1 row)" in table.output
+    csv = _sql(snapshot, "--format", "csv", stdin=query)
+    assert csv.exit_code == 0, csv.output
+    assert csv.output.splitlines() == ["activity_id,n,hr", f"{'ab' * 8}-0,{N_SAMPLES},146.0"]
+    js = _sql(snapshot, "--format", "json", stdin=query + ";\n")
+    assert js.exit_code == 0, js.output
+    assert json.loads(js.output) == [{"activity_id": f"{'ab' * 8}-0", "n": N_SAMPLES, "hr": 146.0}]
+    empty = _sql(snapshot, stdin="  \n")
+    assert empty.exit_code == 2 and "empty" in empty.output
+
+
+def test_cli_named_parameters(snapshot: Path) -> None:
+    got = _sql(snapshot, "--format", "csv", "-p", "hr", "145", "-p", "a", f"{'ab' * 8}-0",
+               "SELECT count(*) AS n FROM samples WHERE hr_bpm > $hr AND activity_id = $a")
+    assert got.exit_code == 0, got.output
+    assert got.output.splitlines()[1] == str(sum(1 for i in range(N_SAMPLES) if 140 + i % 7 > 145))
+    twice = _sql(snapshot, "-p", "hr", "1", "-p", "hr", "2", "SELECT $hr")
+    assert twice.exit_code == 2 and "more than once" in twice.output
+    missing = _sql(snapshot, "SELECT $hr")
+    assert missing.exit_code == 5 and "$hr" in missing.output
+
+
+def test_cli_unusual_result_types_print_in_every_format(snapshot: Path) -> None:
+    query = "SELECT INTERVAL 90 SECOND AS i, [1, 2] AS l, {'a': 1} AS s, 1.50 AS d, [INTERVAL 1 HOUR] AS li"
+    for fmt in ("table", "csv", "json"):
+        got = _sql(snapshot, "--format", fmt, query)
+        assert got.exit_code == 0, (fmt, got.output, got.exception)
+        assert "00:01:30" in got.output
+    assert '"d": 1.5' in _sql(snapshot, "--format", "json", query).output
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY samples TO '/tmp/pipeline-should-not-exist.csv'",
+        "EXPORT DATABASE '/tmp/pipeline-should-not-exist'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "ATTACH '/tmp/pipeline-should-not-exist.duckdb' AS x",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET threads = 64",
+        "CREATE TABLE t (a INTEGER)",
+        "DELETE FROM samples",
+    ],
+)
+def test_cli_refusals_are_one_line_and_exit_5(snapshot: Path, sql: str) -> None:
+    got = _sql(snapshot, sql)
+    assert got.exit_code == 5, got.output
+    assert got.output.startswith("error: refused") and got.output.count("\n") == 1, got.output
+    assert not isinstance(got.exception, Exception) or isinstance(got.exception, SystemExit)
+    assert not Path("/tmp/pipeline-should-not-exist.csv").exists()
+
+
+def test_cli_time_and_resource_limits(snapshot: Path) -> None:
+    start = time.monotonic()
+    slow = _sql(snapshot, "--timeout", "1", "SELECT sum(a.range * b.range) FROM range(100000) a, range(100000) b")
+    assert slow.exit_code == 5 and slow.output == "error: query exceeded 1 s and was interrupted\n"
+    assert time.monotonic() - start < 10
+    hog = _sql(snapshot, "--memory-limit", "64MB",
+               "SELECT count(*) FROM (SELECT DISTINCT range::VARCHAR FROM range(20000000))")
+    assert hog.exit_code == 5 and "64MB memory limit" in hog.output and hog.output.count("\n") == 1
+    limits = _sql(snapshot, "--format", "csv", "--threads", "1", "--memory-limit", "300MB",
+                  "SELECT current_setting('threads') AS t, current_setting('memory_limit') AS m")
+    assert limits.exit_code == 0, limits.output
+    threads, memory = limits.output.splitlines()[1].split(",")
+    assert threads == "1" and memory.startswith("286.")  # 300 MB = 286.1 MiB
+    for bad in (["--memory-limit", "lots"], ["--threads", "0"], ["--timeout", "0"]):
+        usage = _sql(snapshot, *bad, "SELECT 1")
+        assert usage.exit_code == 2, (bad, usage.output)

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -999,3 +998,102 @@ def test_every_column_is_documented(wh: Warehouse) -> None:
     assert not problems, "\n".join(problems)
     assert {"pain_onsets", "weekly_load", "files", "samples"} <= set(live_objects)
     assert "duckdb -readonly data/warehouse/snapshot.duckdb" in DOC.read_text(encoding="utf-8")
+
+
+def test_every_view_is_documented_as_a_view(wh: Warehouse) -> None:
+    views = set(wh.query("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
+                         "AND table_schema = 'main'")["table_name"])
+    assert {"pain_onsets", "weekly_load", "runs", "pain_reports_current"} <= views
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("\n## Views\n"):text.index("\n## Example queries\n")]
+    headed = {m for m in re.findall(r"^### `(\w+)`$", section, flags=re.M)}
+    assert headed == views
+
+
+BOOKKEEPING_ROW = re.compile(r"^\|(?P<tables>[^|]*)\|(?P<columns>[^|]*)\|[^|]*\|\s*$")
+
+
+def test_the_bookkeeping_columns_are_documented() -> None:
+    """docs/warehouse.md's "Content and bookkeeping" table lists exactly what the fingerprint leaves out."""
+    from pipeline.warehouse.content import BOOKKEEPING_COLUMNS, BOOKKEEPING_TABLES
+
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("\n## Content and bookkeeping\n"):text.index("\n## For developers\n")]
+    documented: dict[str, tuple[str, ...]] = {}
+    whole: set[str] = set()
+    for line in section.splitlines():
+        row = BOOKKEEPING_ROW.match(line)
+        if not row or "---" in line or "bookkeeping columns" in line:
+            continue
+        tables = re.findall(r"`(\w+)`", row["tables"])
+        if "whole table" in row["tables"]:
+            whole.update(tables)
+            continue
+        for table in tables:
+            documented[table] = tuple(re.findall(r"`(\w+)`", row["columns"]))
+    migrations = documented.pop("_migrations")
+    assert migrations == ("applied_utc",)
+    assert documented == BOOKKEEPING_COLUMNS
+    assert whole | {"_migrations"} == set(BOOKKEEPING_TABLES)
+
+
+def test_loads_go_through_arrow_never_executemany() -> None:
+    offenders = [p for p in (REPO / "pipeline").rglob("*.py") if "executemany" in p.read_text(encoding="utf-8")]
+    assert offenders == []
+    store = (REPO / "pipeline" / "warehouse" / "store.py").read_text(encoding="utf-8")
+    insert = store[store.index("    def _insert("):store.index("    def _run_for(")]
+    assert ".register(" in insert and ".to_arrow()" in insert and "INSERT INTO {table} BY NAME SELECT" in insert
+
+
+def test_a_half_written_snapshot_is_cleaned_up(tmp_path: Path) -> None:
+    """A publisher killed mid-copy leaves ``.snapshot.duckdb.*.tmp``; the next publish removes it."""
+    dest = tmp_path / "out" / "snapshot.duckdb"
+    dest.parent.mkdir()
+    left = dest.parent / ".snapshot.duckdb.k1ll3d.tmp"
+    left.write_bytes(b"half a database")
+    unrelated = dest.parent / "notes.txt"
+    unrelated.write_text("keep me")
+    with Warehouse.open(tmp_path / "wh" / "pipeline.duckdb") as wh:
+        wh.begin_run(command="pytest")
+        act = make_activity("one")
+        wh.load_file(ledger=ledger_for(act), activities=[act])
+        wh.publish_snapshot(dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["notes.txt", "snapshot.duckdb"]
+    assert run_readonly_query(dest, "SELECT count(*) AS n FROM samples")["n"][0] == act.samples.height
+
+
+def test_a_stale_lock_file_does_not_block(tmp_path: Path) -> None:
+    """The pid a killed ingest left in the lock file is only text: the next open takes over."""
+    path = tmp_path / "w.duckdb"
+    lock = tmp_path / "w.duckdb.lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    lock.write_text(f"{dead}\n")
+    with Warehouse.open(path):
+        assert lock.read_text().strip() == str(os.getpid())
+    assert lock.read_text() == ""  # a clean close clears it
+
+
+def test_the_lock_message_says_when_its_pid_is_gone(tmp_path: Path) -> None:
+    """Held, but the pid in the file is not running (a child may hold it): the message says so."""
+    from pipeline.warehouse import check_unlocked
+
+    path = tmp_path / "w.duckdb"
+    check_unlocked(path)  # no lock file yet: fine, and nothing is created
+    assert list(tmp_path.iterdir()) == []
+    with Warehouse.open(path):
+        with pytest.raises(WarehouseLocked, match=rf"locked by pid {os.getpid()}: another ingest"):
+            check_unlocked(path)
+        (tmp_path / "w.duckdb.lock").write_text("999999999\n")
+        with pytest.raises(WarehouseLocked, match="pid 999999999, which is no longer running"):
+            check_unlocked(path)
+    check_unlocked(path)
+
+
+def test_the_early_lock_check_imports_no_heavy_library() -> None:
+    """`pipeline ingest` checks the lock before loading DuckDB and polars, so a locked-out run is quick."""
+    code = ("import sys; import pipeline.cli; from pipeline.warehouse import check_unlocked; "
+            "print(sorted(m for m in ('duckdb', 'polars', 'pyarrow', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                         check=True, timeout=60).stdout.strip()
+    assert out == "[]"

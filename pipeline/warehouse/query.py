@@ -15,6 +15,10 @@ Two independent guards:
    so no statement can loosen any of it.
 
 A ``threading.Timer`` interrupts the connection after ``timeout_s``.
+
+Result columns whose DuckDB type polars cannot hold (``INTERVAL``,
+``UNION``, also nested in lists and structs) come back as DuckDB's text
+rendering of the value.
 """
 
 from __future__ import annotations
@@ -166,6 +170,35 @@ def open_readonly(snapshot: Path, *, memory_limit: str = "1GB", threads: int = 2
     return con
 
 
+_NOT_FOR_POLARS = re.compile(r"\b(INTERVAL|UNION)\b")
+
+
+def _portable(rel: Any) -> Any:
+    """``rel`` with the columns polars cannot import cast to DuckDB's text rendering."""
+    exprs = []
+    changed = False
+    for name, kind in zip(rel.columns, rel.types):
+        quoted = '"' + name.replace('"', '""') + '"'
+        if _NOT_FOR_POLARS.search(str(kind)):
+            exprs.append(f"CAST({quoted} AS VARCHAR) AS {quoted}")
+            changed = True
+        else:
+            exprs.append(quoted)
+    return rel.project(", ".join(exprs)) if changed else rel
+
+
+def _to_polars(table: pa.Table) -> pl.DataFrame:
+    try:
+        return pl.from_arrow(table)  # type: ignore[return-value]
+    except BaseException as exc:  # polars raises, or panics (PanicException is a BaseException)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        kinds = ", ".join(f"{f.name}: {f.type}" for f in table.schema)
+        raise WarehouseError(
+            f"cannot convert the result ({kinds}): {exc}; CAST the unusual column to VARCHAR"
+        ) from exc
+
+
 def run_readonly_query(
     snapshot: Path,
     sql: str,
@@ -249,7 +282,7 @@ def run_readonly_query(
         rel = con.sql(last.query, params=last_params) if last_params else con.sql(last.query)
         if rel is None:  # pragma: no cover - SELECTs always return a relation
             return pl.DataFrame()
-        reader = rel.to_arrow_reader(65536)
+        reader = _portable(rel).to_arrow_reader(65536)
         batches = []
         rows = 0
         for batch in reader:
@@ -258,18 +291,25 @@ def run_readonly_query(
                 raise QueryRefused(f"result has more than {max_rows} rows; add a LIMIT or aggregate")
             batches.append(batch)
         table = pa.Table.from_batches(batches, schema=reader.schema)
-        return pl.from_arrow(table)  # type: ignore[return-value]
-    except QueryRefused:
+        return _to_polars(table)
+    except (QueryRefused, WarehouseError):
         raise
-    except (duckdb.Error, OSError) as exc:
-        # an interrupt surfaces as InterruptException, or as an Arrow OSError mid-stream
+    except (duckdb.Error, OSError, RuntimeError) as exc:
+        # the timer's interrupt surfaces as InterruptException, as an Arrow OSError mid-stream,
+        # or as RuntimeError("Query interrupted") from the streaming reader
         if fired.is_set():
             raise QueryRefused(f"query exceeded {timeout_s:g} s and was interrupted") from exc
+        if isinstance(exc, RuntimeError):
+            raise
         if isinstance(exc, duckdb.OutOfMemoryException):
             raise QueryRefused(
                 f"query needs more than the {memory_limit} memory limit; aggregate more or add a LIMIT"
             ) from exc
         text = str(exc)
+        if isinstance(exc, duckdb.PermissionException) and "disabled by configuration" in text:
+            raise QueryRefused(
+                f"refused: pipeline sql reads the warehouse snapshot only, not files, folders or URLs ({exc})"
+            ) from exc
         if (
             isinstance(exc, duckdb.PermissionException)
             or "read-only mode" in text

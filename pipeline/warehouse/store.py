@@ -42,7 +42,8 @@ from pipeline.schema import (
     as_utc,
     frame_from_rows,
 )
-from pipeline.warehouse._lock import WriteLock
+from pipeline.warehouse._lock import WriteLock, lock_path_for
+from pipeline.warehouse.content import content_fingerprint
 from pipeline.warehouse.frames import ATHLETE_SCHEMA, REJECTED_PAIN_SCHEMA, conform
 from pipeline.warehouse.migrations import apply_migrations
 
@@ -123,7 +124,7 @@ class Warehouse:
     # ------------------------------------------------------------------ open/close
 
     @classmethod
-    def open(cls, path: Path, *, wait: bool = False, timeout_s: float = 1.0) -> Warehouse:
+    def open(cls, path: Path, *, wait: bool = False, timeout_s: float | None = None) -> Warehouse:
         """Lock, open (creating it and its folder) and migrate the warehouse at ``path``.
 
         Parameters
@@ -132,9 +133,9 @@ class Warehouse:
             The DuckDB file; the lock is ``<path>.lock`` beside it.
         wait
             False: fail at once if another process holds the lock. True:
-            retry for up to ``timeout_s`` seconds.
+            retry until it is free, for up to ``timeout_s`` seconds.
         timeout_s
-            How long ``wait=True`` waits (``float("inf")``: for ever).
+            How long ``wait=True`` waits; None (the default): for ever.
 
         Raises
         ------
@@ -148,7 +149,7 @@ class Warehouse:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WarehouseError(f"{path.parent}: cannot create the warehouse folder: {exc}") from exc
-        lock = WriteLock(Path(f"{path}.lock"))
+        lock = WriteLock(lock_path_for(path))
         lock.acquire(wait=wait, timeout_s=timeout_s)
         try:
             try:
@@ -173,7 +174,7 @@ class Warehouse:
         except BaseException:
             lock.release()
             raise
-        log.debug("opened warehouse %s", path)
+        log.info("opened warehouse %s", path)
         return wh
 
     def close(self) -> None:
@@ -706,20 +707,35 @@ class Warehouse:
         """
         return self._frame(sql, params)
 
+    def content_fingerprint(self) -> str:
+        """Hex digest of what the warehouse says, bookkeeping columns left out.
+
+        Equal fingerprints mean equal content (see
+        :mod:`pipeline.warehouse.content`); the nightly job rebuilds the
+        reports only when it changes.
+        """
+        return content_fingerprint(self._frame)
+
     def publish_snapshot(self, dest: Path) -> None:
         """Publish a complete read-only copy of the warehouse at ``dest``, atomically.
 
         CHECKPOINT (so the file holds everything), copy to a temporary file in
         ``dest``'s folder, fsync, ``os.replace``: a reader sees the old or the
         new snapshot, never a torn one; readers holding the old file keep it.
+        Temporary files left by a publisher that was killed half-way are
+        removed first (only the lock holder publishes, so none is in use).
         """
         dest = Path(dest)
+        log.info("publishing snapshot %s", dest)
         try:
             self._exec("FORCE CHECKPOINT")
         except duckdb.Error as exc:
             raise WarehouseError(f"{self.path}: checkpoint before snapshot failed: {exc}") from exc
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
+                log.warning("removing %s, left by a snapshot publish that did not finish", stale)
+                stale.unlink(missing_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         except OSError as exc:
             raise WarehouseError(f"{dest}: cannot create the snapshot: {exc}") from exc
