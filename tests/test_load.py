@@ -14,6 +14,7 @@ from pipeline.analysis.load import (
     daily_distance,
     long_run_spikes,
     ramp_flags,
+    run_ramp,
     running_only,
     weekly_load,
 )
@@ -225,3 +226,33 @@ def test_daily_distance_is_consecutive_and_sums() -> None:
     assert daily["date_local"].to_list() == [date(2026, 3, 2) + timedelta(days=i) for i in range(9)]
     assert daily["distance_m"].to_list()[:4] == [8000.0, 0.0, 0.0, 0.0]
     assert daily["distance_m"].sum() == 8000.0
+
+
+# --------------------------------------------------------------------------- run_ramp
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw=runs_strategy)
+def test_run_ramp_sums_the_two_windows_before_each_run(raw: list[tuple[int, float | None]]) -> None:
+    rows = _rows(raw)
+    out = {r["activity_id"]: r for r in run_ramp(_activities(rows)).iter_rows(named=True)}
+    week = timedelta(days=7)
+    for i, (start, _) in enumerate(rows):
+        recent = sum(d or 0.0 for s, d in rows if start - week < s <= start)
+        before = sum(d or 0.0 for s, d in rows if start - 2 * week < s <= start - week)
+        row = out[f"ann-{i:04d}"]
+        assert row["recent_m"] == pytest.approx(recent, abs=1e-6)
+        assert row["before_m"] == pytest.approx(before, abs=1e-6)
+        if before > 1e-6:
+            assert row["ramp"] == pytest.approx(recent / before - 1.0, rel=1e-9, abs=1e-9)
+            assert row["ramp_flag"] == (recent / before - 1.0 > 0.30)
+        else:
+            assert row["ramp"] is None and row["ramp_flag"] is None
+
+
+def test_run_ramp_compares_each_athlete_with_their_own_runs() -> None:
+    ann = _activities([(T0, 10_000.0), (T0 + timedelta(days=8), 20_000.0)])
+    bob = _activities([(T0 + timedelta(days=1), 50_000.0), (T0 + timedelta(days=8, hours=1), 1_000.0)], athlete="bob")
+    out = {r["activity_id"]: r for r in run_ramp(pl.concat([ann, bob])).iter_rows(named=True)}
+    assert out["ann-0001"]["ramp"] == pytest.approx(1.0) and out["ann-0001"]["ramp_flag"]
+    assert out["bob-0001"]["ramp"] == pytest.approx(1_000 / 50_000 - 1) and not out["bob-0001"]["ramp_flag"]

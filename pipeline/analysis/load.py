@@ -37,6 +37,7 @@ __all__ = [
     "long_run_spikes",
     "ramp_flags",
     "acwr_ewma",
+    "run_ramp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -289,3 +290,43 @@ def acwr_ewma(
         .then(pl.col("acute_m") / pl.col("chronic_m"))
         .otherwise(None)
     ).select("date_local", "distance_m", "acute_m", "chronic_m", "acwr")
+
+
+def run_ramp(activities: pl.DataFrame, *, days: int = 7, threshold: float = 0.30) -> pl.DataFrame:
+    """Per run: distance of the ``days`` up to and including it vs the ``days`` before that.
+
+    A rolling version of the 2-week progression of Nielsen et al. (JOSPT 2014)
+    that uses only what happened up to the run (a calendar week would also
+    count the runs later that week). Each athlete is compared with their own
+    runs.
+
+    Parameters
+    ----------
+    activities
+        Rows of ``ACTIVITY_SCHEMA`` (``activity_id``, ``athlete_id``, ``sport``,
+        ``start_utc``, ``distance_m``); non-running rows are ignored.
+    days
+        Length of each window, days.
+    threshold
+        Relative increase that sets ``ramp_flag`` (0.30 = 30 %).
+
+    Returns
+    -------
+    pl.DataFrame
+        One row per run, sorted by ``start_utc``: ``activity_id``,
+        ``recent_m`` (running distance in ``(t - days, t]``, this run
+        included), ``before_m`` (in ``(t - 2 days, t - days]``), ``ramp``
+        (``recent_m / before_m - 1``, null when ``before_m`` is 0) and
+        ``ramp_flag`` (null when ``ramp`` is).
+    """
+    runs = running_only(activities).sort("start_utc").with_columns(pl.col("distance_m").fill_null(0.0))
+    recent = pl.col("distance_m").rolling_sum_by("start_utc", window_size=f"{days}d", closed="right")
+    both = pl.col("distance_m").rolling_sum_by("start_utc", window_size=f"{2 * days}d", closed="right")
+    out = runs.with_columns(recent_m=recent.over("athlete_id"), both_m=both.over("athlete_id")).with_columns(
+        before_m=pl.col("both_m") - pl.col("recent_m")
+    )
+    # float sums: a window with no run may come out as -1e-12 rather than 0
+    ramp = pl.when(pl.col("before_m") > 1e-6).then(pl.col("recent_m") / pl.col("before_m") - 1.0).otherwise(None)
+    return out.with_columns(ramp=ramp).with_columns(ramp_flag=pl.col("ramp") > threshold).select(
+        "activity_id", "recent_m", pl.col("before_m").clip(lower_bound=0.0), "ramp", "ramp_flag"
+    )

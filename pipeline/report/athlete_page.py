@@ -1,4 +1,4 @@
-"""One athlete's page: load, flags, ACWR, pain reports, drift and a view of each run with pain."""
+"""One athlete's page: load, pain-free distance, drift, links, flags, pain reports and each run with pain."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.analysis.drift import METRICS
-from pipeline.report.charts import M_PER_UNIT, acwr_chart, onset_marks, run_chart, run_profile, weekly_chart
+from pipeline.report.charts import acwr_chart, onset_marks, run_chart, run_profile, weekly_chart
 from pipeline.report.data import JOINED_STATUS, AthleteReport
 from pipeline.report.fmt import (
     NIELSEN,
@@ -21,11 +20,11 @@ from pipeline.report.fmt import (
     pace,
     ramp_rows,
     run_anchor,
-    signed,
     spike_rows,
     status_cell,
 )
 from pipeline.report.html import Markup, esc, link, page, table
+from pipeline.report.sections import drift_section, links_section, pain_free_section
 
 __all__ = ["athlete_page", "CHART_WEEKS"]
 
@@ -126,72 +125,6 @@ def _runs_table(rep: AthleteReport) -> Markup:
     )
 
 
-def _drift_tables(rep: AthleteReport) -> list[str]:
-    unit = rep.athlete.unit
-    per_unit = M_PER_UNIT[unit] / 1000.0  # pace s/km -> s/unit
-    rows = []
-    for r in rep.drift.iter_rows(named=True):
-        rows.append(
-            [
-                r["date_local"],
-                r["body_part"],
-                dist(r["onset_distance_m"], unit, 2),
-                clock(r["onset_s"]),
-                r["status"],
-                None if r["base_cadence_spm"] is None else f"{r['base_cadence_spm']:.1f}",
-                None if r["pre_cadence_spm"] is None else f"{r['pre_cadence_spm']:.1f}",
-                signed(r["d_cadence_spm"]),
-                pace(r["base_pace_s_per_km"], unit),
-                pace(r["pre_pace_s_per_km"], unit),
-                signed(None if r["d_pace_s_per_km"] is None else r["d_pace_s_per_km"] * per_unit, 0),
-                None if r["base_hr_bpm"] is None else f"{r['base_hr_bpm']:.1f}",
-                None if r["pre_hr_bpm"] is None else f"{r['pre_hr_bpm']:.1f}",
-                signed(r["d_hr_bpm"]),
-            ]
-        )
-    per_onset = table(
-        [
-            "Date (local)",
-            "Body part",
-            f"Onset distance ({unit})",
-            "Onset, time into the run (h:mm:ss)",
-            "Status",
-            "Cadence, baseline (spm)",
-            "Cadence, 5 min before (spm)",
-            "Change in cadence (spm)",
-            f"Pace, baseline (min/{unit})",
-            f"Pace, 5 min before (min/{unit})",
-            f"Change in pace (s/{unit}; + slower)",
-            "HR, baseline (bpm)",
-            "HR, 5 min before (bpm)",
-            "Change in HR (bpm)",
-        ],
-        rows,
-        numeric=tuple(range(2, 4)) + tuple(range(5, 14)),
-        empty="No pain report is joined to a sample of a run.",
-    )
-    labels = {
-        "cadence_spm": ("Cadence", "spm", 1.0),
-        "pace_s_per_km": ("Pace (+ slower)", f"s/{unit}", per_unit),
-        "hr_bpm": ("Heart rate", "bpm", 1.0),
-    }
-    summary_rows = []
-    for r in rep.drift_summary.iter_rows(named=True):
-        name, shown_unit, factor = labels[r["metric"]]
-        if r["mean"] is None:
-            summary_rows.append([name, shown_unit, r["n"], None, None, r["note"]])
-        else:
-            ci = f"{r['ci_lo'] * factor:+.1f} to {r['ci_hi'] * factor:+.1f}"
-            summary_rows.append([name, shown_unit, r["n"], f"{r['mean'] * factor:+.1f}", ci, r["note"]])
-    assert set(labels) == set(METRICS)
-    summary = table(
-        ["Metric", "Unit", "Onsets (n)", "Mean change (unit)", "95% CI (unit)", "Note"],
-        summary_rows,
-        numeric=(2, 3, 4),
-    )
-    return [per_onset, "<h3>Across this athlete's onsets</h3>", summary]
-
-
 def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: datetime) -> str:
     """The HTML of one athlete's page.
 
@@ -236,6 +169,9 @@ def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: date
             f"flagged as long-run spikes.{shown}</p>"
         )
 
+    body.extend(pain_free_section(rep, specs))
+    body.extend(drift_section(rep))
+    body.extend(links_section(rep, specs))
     body.append("<h2>Long-run spikes</h2>")
     body.append(
         f'<p class="note">A run more than 10 % longer than the longest run of the previous 30 days. Source: '
@@ -342,22 +278,14 @@ def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: date
     )
     body.append(_pain_table(rep, charted))
 
-    body.append("<h2>What came before the pain</h2>")
-    body.append(
-        '<p class="note">Cadence, pace and heart rate in the 5 minutes before each onset compared with the same '
-        "run's first 10 minutes after a 2-minute warm-up (timer time, pauses excluded when the watch records "
-        "them). Onsets less than 17 minutes into a run have overlapping windows and are not compared. The "
-        "interval across onsets is a t-based 95 % confidence interval of the mean change, given from 3 onsets on; "
-        "it describes this athlete's runs and says nothing about cause.</p>"
-    )
-    body.extend(_drift_tables(rep))
-
     body.append("<h2>Runs with pain</h2>")
     if run_parts:
         body.append(
             f'<p class="note">Per run: pace (min/{esc(ath.unit)}, axis reversed so faster is up), cadence (steps/min), '
-            "heart rate (bpm) and elevation along the run, averaged over short distance bins. The red rule is the "
-            "onset at its exact sample; the shaded band is the 5 minutes before it.</p>"
+            "heart rate (bpm) and elevation along the run (grade in the tooltip), averaged over short distance bins. "
+            "The red rule is the onset at its sample; the orange band is the 5 minutes before it; a faint red band "
+            "spans the distances a <code>~</code> or range onset allows (the pipeline places such an onset at one "
+            "sample inside it).</p>"
         )
         body.extend(run_parts)
     else:

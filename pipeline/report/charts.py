@@ -198,8 +198,16 @@ def weekly_chart(
             ],
         )
     )
-    chart = alt.layer(bars, rules, points).properties(width=_WIDTH, height=260)
-    return _spec(chart, {"weeks": weeks, "pain": pains, "spikes": spike_rows})
+    # an empty layer makes Vega warn ("Infinite extent"): leave it out
+    layers, datasets = [bars], {"weeks": weeks}
+    if pains.height:
+        layers.append(rules)
+        datasets["pain"] = pains
+    if spike_rows.height:
+        layers.append(points)
+        datasets["spikes"] = spike_rows
+    chart = alt.layer(*layers).properties(width=_WIDTH, height=260)
+    return _spec(chart, datasets)
 
 
 def acwr_chart(acwr: pl.DataFrame, *, unit: Unit) -> dict[str, Any]:
@@ -262,7 +270,8 @@ def run_profile(
     tuple
         The frame (``x`` in the athlete's unit or minutes, ``pace`` in
         min/unit, ``pace_label`` m:ss, ``cadence_spm``, ``hr_bpm``,
-        ``elevation`` in m or ft) and the x axis title.
+        ``elevation`` in m or ft, ``grade_pct`` over about 200 m, null
+        without distance) and the x axis title.
     """
     per = M_PER_UNIT[unit]
     elev_unit, m_per_elev = ELEVATION_UNIT[unit]
@@ -296,9 +305,19 @@ def run_profile(
             cadence_spm=pl.col("cadence_spm").filter(pl.col("cadence_spm") > 0).mean(),
             hr_bpm=pl.col("hr_bpm").filter(pl.col("hr_bpm") > 0).mean(),
             elevation=pl.col("altitude_m").mean() / m_per_elev,
+            alt_m=pl.col("altitude_m").mean(),
+            at_m=pl.col(key).mean(),
         )
         .sort("bin")
     )
+    # grade over about 200 m (bins are short and altitude is noisy): rise over run, %
+    if key == "distance_m":
+        k = max(1, round(100.0 / width))
+        rise = pl.col("alt_m").shift(-k) - pl.col("alt_m").shift(k)
+        run = pl.col("at_m").shift(-k) - pl.col("at_m").shift(k)
+        profile = profile.with_columns(grade_pct=pl.when(run > 0).then(rise / run * 100.0).otherwise(None))
+    else:
+        profile = profile.with_columns(grade_pct=pl.lit(None, pl.Float64))
     # Standing and walking (slower than 60 % of the run's median speed) would squash the pace axis.
     median = profile["speed"].median()
     slowest = max(MIN_PACE_SPEED_MPS, 0.6 * float(median)) if isinstance(median, float) else MIN_PACE_SPEED_MPS
@@ -324,6 +343,7 @@ def run_profile(
             pl.col("cadence_spm").round(1),
             pl.col("hr_bpm").round(1),
             pl.col("elevation").round(1),
+            pl.col("grade_pct").round(1),
         ),
         x_title,
     )
@@ -346,8 +366,10 @@ def onset_marks(samples: pl.DataFrame, reports: pl.DataFrame, *, unit: Unit, x_t
     Returns
     -------
     pl.DataFrame
-        ``onset``, ``pre_start`` (x values), ``label`` (body part, side,
-        severity) per report that could be placed.
+        ``onset``, ``pre_start``, ``lo`` and ``hi`` (x values; ``lo``/``hi``
+        bound where a ``~`` or range onset may lie, equal to ``onset`` when it
+        is exact), ``label`` (body part, side, severity) and ``range_label``
+        per report that could be placed.
     """
     by_distance = x_title.startswith("Distance")
     per = M_PER_UNIT[unit]
@@ -370,22 +392,36 @@ def onset_marks(samples: pl.DataFrame, reports: pl.DataFrame, *, unit: Unit, x_t
             onset_x = win["onset_s"] / 60.0
             pre_x = max(win["pre"][0], 0.0) / 60.0
         side = f" ({report['side']})" if report.get("side") else ""
+        lo_x = hi_x = onset_x
+        lo_m, hi_m = report.get("onset_distance_lo_m"), report.get("onset_distance_hi_m")
+        if by_distance and lo_m is not None and hi_m is not None and hi_m > lo_m:
+            lo_x, hi_x = float(lo_m) / per, float(hi_m) / per
+        written = report.get("onset_raw")
         rows.append(
             {
                 "onset": round(onset_x, 4),
                 "pre_start": round(pre_x, 4),
+                "lo": round(lo_x, 4),
+                "hi": round(hi_x, 4),
                 "label": f"{report.get('body_part') or 'pain'}{side}, severity {report.get('severity')}",
+                "range_label": (
+                    f"written as {written!r}: the onset lies somewhere in {lo_x:.2f}-{hi_x:.2f} {unit}"
+                    if hi_x > lo_x
+                    else f"written as {written!r}"
+                ),
             }
         )
-    schema = {"onset": pl.Float64(), "pre_start": pl.Float64(), "label": pl.String()}
+    schema = {"onset": pl.Float64(), "pre_start": pl.Float64(), "lo": pl.Float64(), "hi": pl.Float64(),
+              "label": pl.String(), "range_label": pl.String()}
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
 def run_chart(profile: pl.DataFrame, marks: pl.DataFrame, *, unit: Unit, x_title: str) -> dict[str, Any]:
     """Pace, cadence, heart rate and elevation along one run, onsets marked.
 
-    Each panel shades the 5 minutes before each onset and draws the onset as
-    a rule at its exact position.
+    Each panel shades the 5 minutes before each onset, draws the onset as a
+    rule at its sample and, for a ``~`` or range onset, a faint red band over
+    the distances the written onset allows.
 
     Parameters
     ----------
@@ -421,12 +457,23 @@ def _run_template(unit: Unit, x_title: str) -> str:
                 tooltip=[alt.Tooltip("label:N", title="5 min before")],
             )
         )
+        uncertain = (
+            alt.Chart(alt.NamedData("onsets"))
+            .mark_rect(color="#c0392b", opacity=0.13)
+            .encode(
+                x=alt.X("lo:Q", title=x_title),
+                x2="hi:Q",
+                tooltip=[alt.Tooltip("range_label:N", title="Onset range")],
+            )
+        )
         tooltip = [alt.Tooltip("x:Q", title=x_title, format=".2f")]
         tooltip.append(
             alt.Tooltip("pace_label:N", title=f"Pace (min/{unit})")
             if column == "pace"
             else alt.Tooltip(f"{column}:Q", title=title, format=".0f")
         )
+        if column == "elevation":
+            tooltip.append(alt.Tooltip("grade_pct:Q", title="Grade (%, over ~200 m)", format=".1f"))
         line = (
             alt.Chart(alt.NamedData("profile"))
             .mark_line(strokeWidth=1.2, color="#2c3e50")
@@ -441,6 +488,6 @@ def _run_template(unit: Unit, x_title: str) -> str:
             .mark_rule(color="#c0392b", strokeWidth=2)
             .encode(x="onset:Q", tooltip=[alt.Tooltip("label:N", title="Pain onset")])
         )
-        charts.append(alt.layer(shade, line, rule).properties(width=_WIDTH, height=110))
+        charts.append(alt.layer(uncertain, shade, line, rule).properties(width=_WIDTH, height=110))
     chart = alt.vconcat(*charts, spacing=8).resolve_scale(x="shared")
     return json.dumps(_spec_dict(chart))

@@ -14,11 +14,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from pipeline.analysis.drift import drift_summary, onset_drift
+from pipeline.analysis.drift import CadenceSpeed, cadence_speed_fit, drift_summary, onset_drift
+from pipeline.analysis.links import athlete_links, run_factors
 from pipeline.analysis.load import acwr_ewma, daily_distance, long_run_spikes, ramp_flags, running_only, weekly_load
+from pipeline.analysis.survival import PainFree, pain_free_by_body_part
 from pipeline.report.charts import M_PER_UNIT, Unit
 
-__all__ = ["Reader", "Athlete", "AthleteReport", "JOINED_STATUS", "load_athletes", "table_names", "analyse_athlete"]
+__all__ = [
+    "Reader", "Athlete", "AthleteReport", "JOINED_STATUS", "REFERENCE_RUNS", "load_athletes", "table_names",
+    "analyse_athlete",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +31,10 @@ logger = logging.getLogger(__name__)
 JOINED_STATUS = "matched"
 
 _SAMPLE_COLUMNS = "activity_id, t_utc, elapsed_s, moving_s, distance_m, altitude_m, speed_mps, cadence_spm, hr_bpm"
+_REFERENCE_COLUMNS = "activity_id, t_utc, elapsed_s, moving_s, distance_m, speed_mps, cadence_spm, hr_bpm"
+
+#: Most recent pain-free runs whose samples are the drift analysis' reference.
+REFERENCE_RUNS = 60
 
 
 class Reader(Protocol):
@@ -58,6 +67,16 @@ class AthleteReport:
     acwr: pl.DataFrame
     drift: pl.DataFrame
     drift_summary: pl.DataFrame
+    #: Pain-free distance per body part.
+    pain_free: list[PainFree]
+    #: One row per run with the candidate factors (:func:`pipeline.analysis.links.run_factors`).
+    factors: pl.DataFrame
+    #: One row per factor (:func:`pipeline.analysis.links.athlete_links`).
+    links: pl.DataFrame
+    #: Cadence against speed on the pain-free reference runs (None: too few).
+    cadence_speed: CadenceSpeed | None
+    #: Pain-free runs whose samples were the drift reference.
+    n_reference_runs: int
 
     @property
     def runs(self) -> pl.DataFrame:
@@ -128,7 +147,7 @@ def table_names(reader: Reader) -> set[str]:
 
 
 def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> AthleteReport:
-    """Fetch one athlete's rows and compute load, flags, ACWR and drift.
+    """Fetch one athlete's rows and compute load, flags, ACWR, drift, pain-free distance and links.
 
     Parameters
     ----------
@@ -144,7 +163,9 @@ def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> At
     -------
     AthleteReport
         The frames (activities, current pain reports, samples of the runs
-        with a matched report) and the analysis results.
+        with a matched report) and the analysis results. The samples of the
+        athlete's :data:`REFERENCE_RUNS` most recent pain-free runs are read
+        for the drift reference and not kept.
     """
     a = {"a": athlete.athlete_id}
     # The same run recorded twice (a FIT and a GPX export, say) counts once.
@@ -172,6 +193,21 @@ def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> At
             a,
         )
     )
+    runs = running_only(activities)
+    # the drift reference: the most recent runs with no pain report of any kind linked to them
+    hurt = pain.filter(pl.col("activity_id").is_not_null())["activity_id"].implode()
+    free_ids = (
+        runs.filter(~pl.col("activity_id").is_in(hurt)).sort("start_utc", descending=True)
+        .head(REFERENCE_RUNS)["activity_id"].to_list()
+    )
+    reference = utc_frame(
+        reader.query(
+            f"SELECT {_REFERENCE_COLUMNS} FROM samples WHERE activity_id IN (SELECT unnest($ids::VARCHAR[])) "
+            "AND activity_id IN (SELECT activity_id FROM activities WHERE athlete_id = $a) "
+            "ORDER BY activity_id, elapsed_s",
+            {"a": athlete.athlete_id, "ids": free_ids},
+        )
+    ) if free_ids else None
     tz = athlete.timezone
     weekly = ramp_flags(weekly_load(activities, tz=tz))
     spikes = long_run_spikes(activities).with_columns(
@@ -179,7 +215,9 @@ def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> At
     )
     acwr = acwr_ewma(daily_distance(activities, tz=tz))
     joined = pain.filter(pl.col("activity_id").is_in(activities["activity_id"].implode()))
-    drift = onset_drift(samples, joined)
+    cadence_speed = cadence_speed_fit(reference) if reference is not None else None
+    drift = onset_drift(samples, joined, reference=reference, cadence_speed=cadence_speed)
+    factors = run_factors(activities, joined)
     return AthleteReport(
         athlete=athlete,
         activities=activities,
@@ -190,4 +228,9 @@ def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> At
         acwr=acwr,
         drift=drift,
         drift_summary=drift_summary(drift),
+        pain_free=pain_free_by_body_part(runs, joined),
+        factors=factors,
+        links=athlete_links(factors, unit=athlete.unit),
+        cadence_speed=cadence_speed,
+        n_reference_runs=0 if reference is None else reference["activity_id"].n_unique(),
     )

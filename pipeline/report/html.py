@@ -43,7 +43,8 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; }
 h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
 h3 { font-size: 1.05rem; margin-top: 1.6rem; }
 p.meta, .note { color: #555; font-size: .9rem; }
-table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; display: block; max-width: 100%;
+        overflow-x: auto; }
 th, td { border: 1px solid #d0d0d0; padding: .25rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }

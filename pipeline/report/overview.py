@@ -22,6 +22,8 @@ from pipeline.report.fmt import (
     status_cell,
 )
 from pipeline.report.html import esc, link, page, table
+from pipeline.report.sections import links_table
+from pipeline.report.stats_charts import club_timeline_chart, forest_chart
 
 __all__ = ["index_page"]
 
@@ -34,8 +36,71 @@ OVERVIEW_FLAGS = 10
 OVERVIEW_PAIN = 20
 
 
+def _timeline(reports: list[AthleteReport], generated_utc: datetime) -> dict[str, Any] | None:
+    runs = [rep.spikes.select("athlete_id", "start_utc", "spike") for rep in reports if not rep.spikes.is_empty()]
+    pains = []
+    for rep in reports:
+        if rep.pain.is_empty():
+            continue
+        noon = pl.col("date_local").cast(pl.Datetime("us")).dt.replace_time_zone("UTC") + pl.duration(hours=12)
+        pains.append(
+            rep.pain.select(
+                pl.lit(rep.athlete.athlete_id).alias("athlete_id"),
+                pl.coalesce(pl.col("onset_utc"), noon).alias("at_utc"),
+                "body_part",
+                "status",
+            ).drop_nulls("at_utc")
+        )
+    run_frame = pl.concat(runs) if runs else pl.DataFrame(
+        schema={"athlete_id": pl.String(), "start_utc": pl.Datetime("us", "UTC"), "spike": pl.Boolean()}
+    )
+    pain_frame = pl.concat(pains) if pains else pl.DataFrame(
+        schema={"athlete_id": pl.String(), "at_utc": pl.Datetime("us", "UTC"), "body_part": pl.String(),
+                "status": pl.String()}
+    )
+    names = {rep.athlete.athlete_id: rep.athlete.name for rep in reports}
+    return club_timeline_chart(run_frame, pain_frame, names=names, end_utc=generated_utc)
+
+
+def _links_part(reports: list[AthleteReport], club: pl.DataFrame | None, specs: dict[str, Any]) -> list[str]:
+    names = {rep.athlete.athlete_id: rep.athlete.name for rep in reports}
+    found = [rep.links.filter(pl.col("link_found")) for rep in reports if not rep.links.is_empty()]
+    found_frame = pl.concat(found) if found else None
+    out = [
+        "<h2>Links found</h2>",
+        '<p class="note">Factors whose link with pain survives Holm\'s correction, per athlete (each athlete\'s '
+        "page has every factor, with the reasons where there is not enough data).</p>",
+        links_table(found_frame, with_scope=True, names=names)
+        if found_frame is not None
+        else '<p class="empty">No links found.</p>',
+        "<h3>Across the club</h3>",
+        '<p class="note">The same factors across athletes. Measured factors: a GEE logistic model (statsmodels) '
+        "clustered by athlete, each factor centred on the athlete's own mean so that runs are compared within "
+        "athletes, with bias-reduced sandwich errors and a t reference with (athletes - 1) degrees of freedom. "
+        "Flags: a Mantel-Haenszel odds ratio stratified by athlete (Robins-Breslow-Greenland CI, CMH test). Only "
+        "athletes with runs both with and without pain take part. With a handful of athletes the intervals are "
+        "wide (a club of four is four clusters) and may be useless; the athlete pages are the better guide. "
+        f"A link is claimed only when it survives Holm's correction for the {len(club) if club is not None else 0} "
+        "factors tested. These are associations in training data, not causes.</p>",
+    ]
+    if club is None:
+        out.append('<p class="empty">No runs.</p>')
+        return out
+    spec = forest_chart(club)
+    if spec is not None:
+        specs["chart-club-links"] = spec
+        out.append('<div id="chart-club-links" class="chart"></div>')
+    out.append(links_table(club))
+    return out
+
+
 def index_page(
-    reports: list[AthleteReport], files: pl.DataFrame, bad_rows: pl.DataFrame, *, generated_utc: datetime
+    reports: list[AthleteReport],
+    files: pl.DataFrame,
+    bad_rows: pl.DataFrame,
+    club: pl.DataFrame | None = None,
+    *,
+    generated_utc: datetime,
 ) -> str:
     """The HTML of the club overview.
 
@@ -47,6 +112,8 @@ def index_page(
         The ``files`` table (every file not loaded is listed).
     bad_rows
         ``pain_rows_rejected`` (every row is listed).
+    club
+        :func:`pipeline.analysis.links.club_links` over every athlete (None: no runs).
     generated_utc
         Printed on the page; "last 4 weeks" is the 28 days before it.
     """
@@ -110,6 +177,8 @@ def index_page(
     status_counts = (
         files.group_by("status").len().sort("status", nulls_last=True).iter_rows() if not files.is_empty() else []
     )
+    specs: dict[str, Any] = {}
+    timeline = _timeline(reports, generated_utc)
     body: list[str] = [
         "<h1>Club overview: running and pain</h1>",
         f'<p class="meta">{len(reports)} athletes · distances in each athlete\'s own unit · '
@@ -122,6 +191,18 @@ def index_page(
             numeric=(1, 2, 4, 5, 6, 7, 8),
             empty="No athletes in the warehouse.",
         ),
+        *(
+            [
+                "<h2>Club timeline</h2>",
+                '<p class="note">Every run (grey tick; purple: long-run spike) and every pain report (red diamond, '
+                "at its onset, or noon of its date when it has none) of the last 26 weeks, per athlete, in UTC "
+                "days.</p>",
+                '<div id="chart-timeline" class="chart"></div>',
+            ]
+            if timeline is not None
+            else []
+        ),
+        *_links_part(reports, club, specs),
         "<h2>Recent pain episodes</h2>",
         f'<p class="note">The {OVERVIEW_PAIN} most recent reports across the club; '
         "all reports are on the athlete pages.</p>",
@@ -159,4 +240,6 @@ def index_page(
             empty="None.",
         ),
     ]
-    return page(title="Club overview · running and pain", body=body, generated_utc=generated_utc)
+    if timeline is not None:
+        specs["chart-timeline"] = timeline
+    return page(title="Club overview · running and pain", body=body, generated_utc=generated_utc, specs=specs)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.analysis.links import club_links
 from pipeline.report.athlete_page import athlete_page
 from pipeline.report.data import Reader, analyse_athlete, load_athletes, table_names
 from pipeline.report.fmt import athlete_dir_name
@@ -75,7 +76,9 @@ def render_reports(reader: Reader, reports_dir: Path, *, generated_utc: datetime
         _write(path, athlete_page(rep, files, generated_utc=generated_utc))
         paths.append(path)
         logger.info("wrote %s", path)
+    factors = [rep.factors for rep in reports if not rep.factors.is_empty()]
+    club = club_links(pl.concat(factors, how="vertical_relaxed")) if factors else None
     index = reports_dir / "index.html"
-    _write(index, index_page(reports, files, bad_rows, generated_utc=generated_utc))
+    _write(index, index_page(reports, files, bad_rows, club, generated_utc=generated_utc))
     logger.info("wrote %s", index)
     return [index, *paths]
