@@ -173,19 +173,68 @@ def _progress_callback() -> Any:
     return lines
 
 
-def _run_ingest(settings: Settings, *, wait: bool, command: str, with_reports: bool) -> tuple[Any, list[Path]]:
-    from pipeline.errors import WarehouseLocked
-    from pipeline.ingest import ingest
+#: In the reports folder: what the nightly job last built the reports from.
+REPORTS_MANIFEST = ".build.json"
 
+
+def _render_if_changed(wh: Any, settings: Settings, *, force: bool, paths: list[Path]) -> bool:
+    """Render the reports unless the warehouse says the same as at the last build; True if rendered.
+
+    The last build is recorded in ``reports/.build.json``: the warehouse's
+    content fingerprint (bookkeeping left out), the pipeline version and the
+    pages written. Rendering is skipped only when both match and every page
+    is still there, so a run killed before it rendered, a deleted page or a
+    new pipeline version all lead to a rebuild.
+    """
+    from pipeline import __version__
+
+    reports_dir = settings.reports_dir
+    manifest = reports_dir / REPORTS_MANIFEST
+    stamp = {"fingerprint": wh.content_fingerprint(), "pipeline": __version__}
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    pages = [reports_dir / rel for rel in previous.get("pages", [])] if isinstance(previous, dict) else []
+    if (
+        not force
+        and pages
+        and all(previous.get(key) == value for key, value in stamp.items())
+        and all(page.is_file() for page in pages)
+    ):
+        log.info("reports: the warehouse did not change since they were built; %d pages kept", len(pages))
+        paths.extend(pages)
+        return False
+    from pipeline.report import render_reports
+
+    built = render_reports(wh, reports_dir, generated_utc=datetime.now(timezone.utc))
+    paths.extend(built)
+    record = {**stamp, "built_utc": datetime.now(timezone.utc).isoformat(),
+              "pages": [page.relative_to(reports_dir).as_posix() for page in built]}
+    tmp = manifest.with_name(f"{manifest.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    tmp.replace(manifest)
+    return True
+
+
+def _run_ingest(settings: Settings, *, wait: bool, command: str, with_reports: bool,
+                force_reports: bool = False) -> tuple[Any, list[Path], bool]:
     if not settings.raw_dir.is_dir():
         _fail(f"raw folder {settings.raw_dir} does not exist (give --raw, or run `make run` for the sample club)",
               EXIT_USAGE)
+    if not wait:
+        from pipeline.warehouse import check_unlocked
+
+        check_unlocked(settings.warehouse_path)  # before the heavy imports: a second ingest exits at once
+
+    from pipeline.errors import WarehouseLocked
+    from pipeline.ingest import ingest
+
     paths: list[Path] = []
+    rendered: list[bool] = []
 
     def render(wh: Any, summary: Any) -> None:
-        from pipeline.report import render_reports
-
-        paths.extend(render_reports(wh, settings.reports_dir, generated_utc=datetime.now(timezone.utc)))
+        rendered.append(_render_if_changed(wh, settings, force=force_reports, paths=paths))
 
     try:
         summary = ingest(
@@ -197,10 +246,10 @@ def _run_ingest(settings: Settings, *, wait: bool, command: str, with_reports: b
         )
     except WarehouseLocked as exc:
         _fail(str(exc), EXIT_LOCKED)
-    return summary, paths
+    return summary, paths, any(rendered)
 
 
-def _print_summary(summary: Any, paths: list[Path], settings: Settings) -> None:
+def _print_summary(summary: Any, paths: list[Path], settings: Settings, *, rebuilt: bool = True) -> None:
     s = summary
     status = ", ".join(f"{k} {v}" for k, v in sorted(s.pain_status.items())) or "none"
     click.echo(
@@ -218,7 +267,8 @@ def _print_summary(summary: Any, paths: list[Path], settings: Settings) -> None:
     click.echo(f"warehouse: {settings.warehouse_path} (coach snapshot: {settings.snapshot_path})")
     if paths:
         index = [p for p in paths if p.name == "index.html"]
-        click.echo(f"reports: {len(paths)} pages, start at {index[0] if index else paths[0]}")
+        kept = "" if rebuilt else " (unchanged: the warehouse did not change)"
+        click.echo(f"reports: {len(paths)} pages{kept}, start at {index[0] if index else paths[0]}")
     click.echo(
         f"summary run={s.run_id} loaded={s.loaded} duplicate={s.duplicates} skipped={s.skipped} "
         f"rejected={len(s.rejected) + len(s.pain_rows_rejected)} runs={s.runs_total} "
@@ -243,7 +293,7 @@ def ingest(raw: Path | None, warehouse: Path | None, wait: bool, workers: int | 
       pipeline ingest --raw data/raw --warehouse data/warehouse
     """
     settings = _settings(raw, warehouse, None, workers=workers)
-    summary, _ = _run_ingest(settings, wait=wait, command="ingest", with_reports=False)
+    summary, _, _ = _run_ingest(settings, wait=wait, command="ingest", with_reports=False)
     _print_summary(summary, [], settings)
     if summary.rejected or summary.pain_rows_rejected:
         sys.exit(EXIT_REJECTIONS)
@@ -277,23 +327,34 @@ def report(warehouse: Path | None, reports: Path | None) -> None:
 @reports_option
 @wait_option
 @workers_option
+@click.option("--all-reports", is_flag=True,
+              help="Rebuild the reports even when the warehouse did not change.")
 def nightly(raw: Path | None, warehouse: Path | None, reports: Path | None, wait: bool,
-            workers: int | None) -> None:
-    """Ingest new files, rebuild the reports and publish the coach's snapshot.
+            workers: int | None, all_reports: bool) -> None:
+    """Ingest new files, rebuild the reports if the warehouse changed, publish the coach's snapshot.
 
-    Prints a short summary ending in one `summary ...` line for logs. Exit
-    codes: 0 ok, 3 some new input rejected, 4 locked by another ingest,
-    1 failure.
+    Prints a short summary ending in one `summary ...` line for logs; a
+    progress bar on a terminal, log lines (with -v) under cron. Exit codes:
+    0 ok, 3 some new input rejected, 4 locked by another ingest, 1 failure.
 
     \b
     Example (crontab, 02:30 every night):
-      30 2 * * *  cd /srv/pipeline && .venv/bin/pipeline nightly >> /var/log/pipeline.log 2>&1
+      30 2 * * *  cd /srv/pipeline && .venv/bin/pipeline -v nightly >> /var/log/pipeline.log 2>&1
     """
     settings = _settings(raw, warehouse, reports, workers=workers)
-    summary, paths = _run_ingest(settings, wait=wait, command="nightly", with_reports=True)
-    _print_summary(summary, paths, settings)
+    summary, paths, rebuilt = _run_ingest(settings, wait=wait, command="nightly", with_reports=True,
+                                          force_reports=all_reports)
+    _print_summary(summary, paths, settings, rebuilt=rebuilt)
     if summary.rejected or summary.pain_rows_rejected:
         sys.exit(EXIT_REJECTIONS)
+
+
+def _check_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip(), re.I):
+        raise click.BadParameter(f"{value!r} is not a size such as 512MB or 2GB")
+    return value.strip()
 
 
 @cli.command()
@@ -303,40 +364,82 @@ def nightly(raw: Path | None, warehouse: Path | None, reports: Path | None, wait
               help="Named parameter: -p name value (use $name in the query).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before the query is stopped.")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+              help="Seconds before the query is interrupted (exit code 5).")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Threads DuckDB may use for the query.")
+@click.option("--memory-limit", default="1GB", show_default=True, callback=_check_size,
+              help="Memory DuckDB may use for the query (e.g. 512MB, 2GB).")
+@click.option("-f", "--file", "query_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="A file of named queries (docs/queries.sql); with --name, run one of them.")
+@click.option("-n", "--name", "query_name", default=None,
+              help="The query to run from --file (without it, list the file's queries).")
 def sql(query: str | None, warehouse: Path | None, params: tuple[tuple[str, str], ...], fmt: str,
-        timeout: float) -> None:
+        timeout: float, threads: int, memory_limit: str, query_file: Path | None, query_name: str | None) -> None:
     """Run a read-only SQL query on the published snapshot (QUERY or stdin).
 
-    Only SELECT is allowed: writes, file access, ATTACH, SET, INSTALL/LOAD are
-    refused (exit code 5).
+    Only SELECT is allowed (also WITH, DESCRIBE, SHOW, EXPLAIN): writes,
+    file access, ATTACH, SET, INSTALL/LOAD are refused, as is a query over
+    the time or memory limit (exit code 5). A parameter's value is text;
+    DuckDB casts it where the query compares it with a number or a date.
 
     \b
     Examples:
       pipeline sql "SELECT athlete_id, count(*) FROM activities GROUP BY 1"
       pipeline sql --format csv -p a knee "SELECT * FROM pain_reports WHERE athlete_id = \\$a"
       echo "SELECT * FROM weekly_load" | pipeline sql --format json
+      pipeline sql --file docs/queries.sql --name runs_over_cap
     """
     from pipeline.errors import QueryRefused, WarehouseError
+    from pipeline.warehouse.named import read_named_queries
     from pipeline.warehouse.query import run_readonly_query
 
     settings = _settings(None, warehouse, None)
+    defaults: dict[str, str] = {}
+    if query_name is not None and query_file is None:
+        _fail("--name picks a query from --file; give --file too", EXIT_USAGE)
+    if query_file is not None:
+        if query is not None:
+            _fail("give a QUERY or --file, not both", EXIT_USAGE)
+        named = read_named_queries(query_file)
+        if query_name is None:
+            for entry in named.values():
+                example = " ".join(f"-p {k} {v}" for k, v in entry.params.items())
+                click.echo(f"{entry.name}{'  ' + example if example else ''}\n    {entry.question}")
+            return
+        if query_name not in named:
+            _fail(f"{query_file} has no query named {query_name!r} (it has: {', '.join(named)})", EXIT_USAGE)
+        query = named[query_name].sql
+        defaults = named[query_name].params
     if query is None:
         if sys.stdin.isatty():
             _fail("give a query as an argument or on stdin", EXIT_USAGE)
         query = sys.stdin.read()
     if not query.strip():
         _fail("the query is empty", EXIT_USAGE)
+    names = [name for name, _ in params]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        _fail(f"parameter(s) {', '.join('$' + r for r in repeated)} given more than once", EXIT_USAGE)
     if not settings.snapshot_path.exists():
         _fail(f"no warehouse snapshot at {settings.snapshot_path}: run `pipeline ingest` first", EXIT_USAGE)
     try:
-        frame = run_readonly_query(settings.snapshot_path, query, params=dict(params) or None, timeout_s=timeout)
+        frame = run_readonly_query(settings.snapshot_path, query, params={**defaults, **dict(params)} or None,
+                                   timeout_s=timeout, threads=threads, memory_limit=memory_limit)
     except QueryRefused as exc:
         _fail(str(exc), EXIT_REFUSED)
     except WarehouseError as exc:
         _fail(str(exc), EXIT_FAILURE)
     if fmt == "csv":
-        click.echo(frame.write_csv(), nl=False)
+        import polars as pl
+
+        nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+        flat = frame.with_columns(
+            pl.col(name).map_elements(lambda v: json.dumps(_plain(v), default=_json_default),
+                                      return_dtype=pl.String())
+            for name in nested
+        )
+        click.echo(flat.write_csv(), nl=False)
     elif fmt == "json":
         click.echo(json.dumps(frame.to_dicts(), default=_json_default, indent=None))
     else:
@@ -357,13 +460,24 @@ class _SnapshotReader:
     def query(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         from pipeline.warehouse.query import run_readonly_query
 
-        return run_readonly_query(self.snapshot, sql, params=params, timeout_s=300.0)
+        return run_readonly_query(self.snapshot, sql, params=params, timeout_s=300.0, max_rows=None)
 
 
 def _json_default(value: Any) -> Any:
+    import decimal
+
     if isinstance(value, (datetime, date)):
         return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """A polars nested value (Series for a list) as plain Python for json.dumps."""
+    if hasattr(value, "to_list"):
+        return value.to_list()
+    return value
 
 
 def main() -> None:

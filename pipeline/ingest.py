@@ -14,7 +14,9 @@ after its pain report still gets matched.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,7 +31,15 @@ from pipeline.analysis.onset import join_pain_onsets
 from pipeline.config import Settings
 from pipeline.errors import InputError, PainRowError, RejectedFile, SkippedFile
 from pipeline.normalise import read_activities
-from pipeline.schema import PAIN_REPORT_SCHEMA, NormalisedActivity
+from pipeline.schema import (
+    ACTIVITY_SCHEMA,
+    LAP_SCHEMA,
+    PAIN_REPORT_SCHEMA,
+    PAUSE_SCHEMA,
+    SAMPLE_SCHEMA,
+    NormalisedActivity,
+    frame_from_rows,
+)
 from pipeline.sources.archive import iter_archive
 from pipeline.sources.athlete import Athlete, read_athlete
 from pipeline.sources.pain import read_pain_log
@@ -46,6 +56,8 @@ ACTIVITY_SUFFIXES = (".fit", ".gpx", ".tcx", ".fit.gz", ".gpx.gz", ".tcx.gz", ".
 _FORMAT_ORDER = {"fit": 0, "tcx": 1, "gpx": 2, "zip": 3}
 
 Progress = Callable[[int, int, str], None]
+#: Decoded files that may wait to be loaded, per worker (bounds the ingest's memory).
+_WINDOW_PER_WORKER = 8
 
 
 @dataclass(frozen=True)
@@ -143,11 +155,52 @@ def _sha256(data: bytes) -> str:
 
 def decode_file(
     path: str, rel_path: str, athlete_id: str, athlete_tz: str | None, data: bytes | None
-) -> list[NormalisedActivity]:
-    """Worker entry point: one file (or archive member) -> normalised activities."""
-    return read_activities(
-        Path(path), rel_path=rel_path, athlete_id=athlete_id, athlete_tz=athlete_tz, data=data
+) -> bytes:
+    """Worker entry point: one file (or archive member) -> its activities as Arrow IPC bytes."""
+    return pack_activities(
+        read_activities(Path(path), rel_path=rel_path, athlete_id=athlete_id, athlete_tz=athlete_tz, data=data)
     )
+
+
+_TABLES = (("activities", ACTIVITY_SCHEMA), ("samples", SAMPLE_SCHEMA), ("laps", LAP_SCHEMA),
+           ("pauses", PAUSE_SCHEMA))
+
+
+def pack_activities(activities: list[NormalisedActivity]) -> bytes:
+    """A file's activities as four length-prefixed Arrow IPC streams (activities, samples, laps, pauses).
+
+    This is what a decoder process hands back: columns, not pickled Python
+    objects, so the parent reads them without copying row by row.
+    """
+    frames = [frame_from_rows([a.activity for a in activities], ACTIVITY_SCHEMA)]
+    for name, schema in _TABLES[1:]:
+        parts = [getattr(a, name) for a in activities]
+        frames.append(pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema))
+    out = bytearray()
+    for frame in frames:
+        buf = io.BytesIO()
+        frame.write_ipc_stream(buf, compression="uncompressed")
+        out += struct.pack("<Q", buf.tell()) + buf.getvalue()
+    return bytes(out)
+
+
+def unpack_activities(payload: bytes) -> list[NormalisedActivity]:
+    """The inverse of :func:`pack_activities`."""
+    view, pos, frames = memoryview(payload), 0, []
+    for _name, _schema in _TABLES:
+        (size,) = struct.unpack_from("<Q", view, pos)
+        frames.append(pl.read_ipc_stream(io.BytesIO(view[pos + 8:pos + 8 + size])))
+        pos += 8 + size
+    acts, samples, laps, pauses = frames
+
+    def part(frame: pl.DataFrame, aid: str) -> pl.DataFrame:
+        return frame if acts.height == 1 else frame.filter(pl.col("activity_id") == aid)
+
+    return [
+        NormalisedActivity(activity=row, samples=part(samples, row["activity_id"]),
+                           laps=part(laps, row["activity_id"]), pauses=part(pauses, row["activity_id"]))
+        for row in acts.iter_rows(named=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -317,13 +370,17 @@ def _ingest_activities(
     for row in ledger.filter(pl.col("status").is_in(["loaded", "duplicate"])).iter_rows(named=True):
         kept_by_sha.setdefault(row["sha256"], row["path"])
 
+    # Ledgered after the loads: the first copy may still be waiting to load, and a 'duplicate'
+    # row for its content would make load_file skip it (and a killed run lose it).
+    same_bytes_rows: list[tuple[_Unit, str]] = []
+
     def same_bytes(unit: _Unit, first: str) -> None:
-        wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path), status="duplicate",
-                                      reason=f"same bytes as {first}", duplicate_of=first))
+        same_bytes_rows.append((unit, first))
         summary.duplicates += 1
         log.info("%s: same bytes as %s", unit.rel_path, first)
 
     batch_by_sha: dict[str, str] = {}
+    archives: list[tuple[_Unit, int]] = []
     for raw in files:
         data = raw.path.read_bytes()
         placeholder = _Unit(raw.rel_path, raw.path, raw.athlete_id or "", _sha256(data), len(data), None)
@@ -339,9 +396,9 @@ def _ingest_activities(
             reject(placeholder, _describe(exc))
             continue
         if raw.kind == "zip":
-            # the archive itself is ledgered so an unchanged archive is not reopened
-            wh.record_file(ledger=_ledger(placeholder, run_id=run_id, fmt="zip", status="skipped",
-                                          reason=f"archive: {len(unit_list)} members read"))
+            # the archive itself is ledgered so an unchanged archive is not reopened, but only
+            # after its members (below): a run killed in between must read the archive again
+            archives.append((placeholder, len(unit_list)))
         for unit in unit_list:
             if (unit.rel_path, unit.sha256) in seen_pairs:
                 summary.unchanged += 1
@@ -364,17 +421,14 @@ def _ingest_activities(
 
     total = len(jobs)
     workers = settings.workers if total > 1 else 0
-    results: dict[str, Any] = {}
-    order = {job.key: i for i, job in enumerate(jobs)}
+    # Results come back in discovery order (FIT first, so duplicates resolve the same way every
+    # run) and are loaded as they come; at most `window` decoded files wait in memory.
     for result in run_jobs(jobs, workers=workers, timeout_s=settings.parse_timeout_s,
-                           memory_bytes=settings.parse_memory_bytes):
-        results[result.key] = result
+                           memory_bytes=settings.parse_memory_bytes, window=_WINDOW_PER_WORKER * max(1, workers)):
         done += 1
         if progress is not None:
             progress(done, total, result.key)
-    # Load in discovery order (FIT first) so duplicates resolve the same way every run.
-    for key in sorted(results, key=order.__getitem__):
-        result = results[key]
+        key = result.key
         unit = units[key]
         if result.timed_out:
             reject(unit, f"parsing took longer than {settings.parse_timeout_s:g} s")
@@ -390,7 +444,7 @@ def _ingest_activities(
             else:
                 reject(unit, f"could not be read ({type(exc).__name__}: {exc})")
             continue
-        activities: list[NormalisedActivity] = result.value
+        activities = unpack_activities(result.value)
         duplicates: dict[str, str] = {}
         for act in activities:
             row = act.activity
@@ -413,6 +467,12 @@ def _ingest_activities(
             activities=activities,
             duplicates=duplicates,
         )
+    for unit, first in same_bytes_rows:
+        wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path), status="duplicate",
+                                      reason=f"same bytes as {first}", duplicate_of=first))
+    for archive, n_members in archives:
+        wh.record_file(ledger=_ledger(archive, run_id=run_id, fmt="zip", status="skipped",
+                                      reason=f"archive: {n_members} members read"))
 
 
 def _describe(exc: InputError) -> str:

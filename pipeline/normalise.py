@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import polars as pl
 
 from pipeline.config import Settings
@@ -62,6 +63,16 @@ from pipeline.schema import (
     frame_from_rows,
 )
 from pipeline.sources import GZIP_MAGIC, RawSession, gunzip_bounded, timezone_at
+from pipeline.sources.columnar import (
+    SampleColumns,
+    columns_frame,
+    datetime_from_us,
+    first_backward_step_us,
+    first_sustained_run,
+    moving_seconds_us,
+    screen_mask,
+    us_from_datetime,
+)
 
 __all__ = [
     "read_activities",
@@ -455,6 +466,11 @@ def normalise_session(
     sport = (raw.sport or "generic").strip().lower().replace(" ", "_")
     sub_sport = raw.sub_sport.strip().lower().replace(" ", "_") if raw.sub_sport else None
     name = raw.point_name
+    if isinstance(raw.samples, SampleColumns):  # the fast readers' columns: same rules, vectorised
+        return _normalise_columns(
+            raw, raw.samples, activity_id=activity_id, athlete_id=athlete_id, athlete_tz=athlete_tz,
+            sport=sport, sub_sport=sub_sport, rel_path=rel_path, sha256=sha256,
+        )
 
     samples = raw.samples
     times = [s["t_utc"] for s in samples]
@@ -570,48 +586,6 @@ def normalise_session(
     moving = raw.moving_s if raw.moving_s is not None else elapsed - paused_total
     moving = min(max(0.0, moving), elapsed)  # timer time never exceeds wall-clock time
 
-    fix = next(((la, lo) for la, lo in zip(lats, lons) if la is not None and lo is not None), None)
-    offset, zone, tz_source = _resolve_zone(raw, start, fix, athlete_tz)
-
-    alt = columns["altitude_m"]
-    climb = ascent_descent_m(alt) if raw.total_ascent_m is None or raw.total_descent_m is None else None
-    positive_cadence = [c for c in columns["cadence_spm"] if c is not None and c > 0]
-    avg_cadence = cadence_to_spm(raw.avg_cadence_cpm, sport)
-    if avg_cadence is None and positive_cadence:
-        avg_cadence = sum(positive_cadence) / len(positive_cadence)
-    present_hr = [h for h in columns["hr_bpm"] if h is not None]
-
-    activity = {
-        "activity_id": activity_id,
-        "athlete_id": athlete_id,
-        "sport": sport,
-        "sub_sport": sub_sport,
-        "start_utc": start,
-        "end_utc": end,
-        "utc_offset_s": offset,
-        "timezone": zone,
-        "tz_source": tz_source,
-        "elapsed_s": elapsed,
-        "moving_s": moving,
-        "distance_m": distance,
-        "distance_source": distance_source,
-        "avg_speed_mps": distance / moving if distance is not None and moving else None,
-        "avg_hr_bpm": raw.avg_hr_bpm if raw.avg_hr_bpm is not None else _mean(present_hr),
-        "max_hr_bpm": raw.max_hr_bpm if raw.max_hr_bpm is not None else (max(present_hr) if present_hr else None),
-        "avg_cadence_spm": avg_cadence,
-        "avg_power_w": raw.avg_power_w if raw.avg_power_w is not None else _mean(columns["power_w"]),
-        "total_ascent_m": raw.total_ascent_m if raw.total_ascent_m is not None else (climb[0] if climb else None),
-        "total_descent_m": raw.total_descent_m if raw.total_descent_m is not None else (climb[1] if climb else None),
-        "has_gps": has_gps,
-        "n_samples": len(samples),
-        "device_manufacturer": raw.device_manufacturer,
-        "device_product": raw.device_product,
-        "source_file": rel_path,
-        "source_format": raw.source_format,
-        "source_sha256": sha256,
-        "session_index": raw.session_index,
-    }
-
     sample_columns: dict[str, list[Any]] = {
         "activity_id": [activity_id] * len(samples),
         "t_utc": times,
@@ -631,6 +605,82 @@ def normalise_session(
         "step_length_mm": [s.get("step_length_mm") for s in samples],
     }
     samples_frame = pl.DataFrame(sample_columns, schema=SAMPLE_SCHEMA, strict=False)
+    fix = next(((la, lo) for la, lo in zip(lats, lons) if la is not None and lo is not None), None)
+    return _finish(
+        raw, activity_id=activity_id, athlete_id=athlete_id, athlete_tz=athlete_tz, sport=sport,
+        sub_sport=sub_sport, rel_path=rel_path, sha256=sha256, start=start, end=end, pauses=pauses,
+        elapsed=elapsed, moving=moving, distance=distance, distance_source=distance_source, has_gps=has_gps,
+        fix=fix, altitudes=[a for a in columns["altitude_m"] if a is not None],
+        cadences=columns["cadence_spm"], hrs=[h for h in columns["hr_bpm"] if h is not None],
+        powers=columns["power_w"], samples_frame=samples_frame,
+    )
+
+
+def _finish(
+    raw: RawSession,
+    *,
+    activity_id: str,
+    athlete_id: str,
+    athlete_tz: str | None,
+    sport: str,
+    sub_sport: str | None,
+    rel_path: str,
+    sha256: str,
+    start: datetime,
+    end: datetime,
+    pauses: list[tuple[datetime, datetime]],
+    elapsed: float,
+    moving: float,
+    distance: float | None,
+    distance_source: str,
+    has_gps: bool,
+    fix: tuple[float, float] | None,
+    altitudes: list[float],
+    cadences: Sequence[float | None],
+    hrs: list[float],
+    powers: Sequence[float | None],
+    samples_frame: pl.DataFrame,
+) -> NormalisedActivity:
+    """The activity row, laps and pauses of a session whose samples are done (both paths)."""
+    offset, zone, tz_source = _resolve_zone(raw, start, fix, athlete_tz)
+    climb = ascent_descent_m(altitudes) if raw.total_ascent_m is None or raw.total_descent_m is None else None
+    positive_cadence = [c for c in cadences if c is not None and c > 0]
+    avg_cadence = cadence_to_spm(raw.avg_cadence_cpm, sport)
+    if avg_cadence is None and positive_cadence:
+        avg_cadence = sum(positive_cadence) / len(positive_cadence)
+    present_hr = hrs
+    n_samples = samples_frame.height
+
+    activity = {
+        "activity_id": activity_id,
+        "athlete_id": athlete_id,
+        "sport": sport,
+        "sub_sport": sub_sport,
+        "start_utc": start,
+        "end_utc": end,
+        "utc_offset_s": offset,
+        "timezone": zone,
+        "tz_source": tz_source,
+        "elapsed_s": elapsed,
+        "moving_s": moving,
+        "distance_m": distance,
+        "distance_source": distance_source,
+        "avg_speed_mps": distance / moving if distance is not None and moving else None,
+        "avg_hr_bpm": raw.avg_hr_bpm if raw.avg_hr_bpm is not None else _mean(present_hr),
+        "max_hr_bpm": raw.max_hr_bpm if raw.max_hr_bpm is not None else (max(present_hr) if present_hr else None),
+        "avg_cadence_spm": avg_cadence,
+        "avg_power_w": raw.avg_power_w if raw.avg_power_w is not None else _mean(powers),
+        "total_ascent_m": raw.total_ascent_m if raw.total_ascent_m is not None else (climb[0] if climb else None),
+        "total_descent_m": raw.total_descent_m if raw.total_descent_m is not None else (climb[1] if climb else None),
+        "has_gps": has_gps,
+        "n_samples": n_samples,
+        "device_manufacturer": raw.device_manufacturer,
+        "device_product": raw.device_product,
+        "source_file": rel_path,
+        "source_format": raw.source_format,
+        "source_sha256": sha256,
+        "session_index": raw.session_index,
+    }
 
     lap_rows = []
     for i, lap in enumerate(sorted(raw.laps, key=lambda lp: lp["start_utc"] or start)):
@@ -669,4 +719,148 @@ def normalise_session(
         samples=samples_frame,
         laps=frame_from_rows(lap_rows, LAP_SCHEMA),
         pauses=frame_from_rows(pause_rows, PAUSE_SCHEMA),
+    )
+
+
+# --------------------------------------------------------------------------- the columnar path
+
+
+def _screen_column(
+    values: np.ndarray, lo: float, hi: float, *, what: str, indices: np.ndarray, point_name: str, reject: bool = True
+) -> tuple[np.ndarray, str | None]:
+    """:func:`screen_range` on a NaN-for-absent column (same reasons, same log lines)."""
+    bad, present = screen_mask(values, lo, hi)
+    where = np.flatnonzero(bad)
+    if not len(where):
+        return values, None
+    cleaned = values.copy()
+    cleaned[bad] = np.nan
+    first, n_bad = int(where[0]), len(where)
+    if reject and n_bad >= SYSTEMIC_MIN and n_bad > SYSTEMIC_FRACTION * present:
+        return cleaned, (
+            f"implausible {what}={float(values[first]):g} at {point_name} {int(indices[first])} "
+            f"({n_bad} of {present} values outside {lo:g}-{hi:g})"
+        )
+    log.info("nulled %d implausible %s value(s) (first %s at %s %d)", n_bad, what, float(values[first]),
+             point_name, int(indices[first]))
+    return cleaned, None
+
+
+def _present(values: np.ndarray) -> list[float]:
+    return values[~np.isnan(values)].tolist()
+
+
+def _normalise_columns(
+    raw: RawSession, cols: SampleColumns, *, activity_id: str, athlete_id: str, athlete_tz: str | None,
+    sport: str, sub_sport: str | None, rel_path: str, sha256: str,
+) -> NormalisedActivity:
+    """:func:`normalise_session` for :class:`SampleColumns`: the same checks, values and floats."""
+    name = raw.point_name
+    t = cols.t_us
+    bad = first_backward_step_us(t, round(TIME_JITTER_S * 1_000_000))
+    if bad is not None:
+        when, latest = datetime_from_us(int(t[bad])), datetime_from_us(int(t[:bad].max()))
+        raise _reject(f"timestamps go backwards: {name} {int(cols.index[bad])} at {when.isoformat()} is "
+                      f"{(latest - when).total_seconds():g} s before an earlier {name}", raw, rel_path)
+    latest_ok = datetime.now(timezone.utc) + timedelta(days=1)
+    for i in ([0, len(t) - 1] if len(t) else []):
+        when = datetime_from_us(int(t[i]))
+        if not EARLIEST_UTC <= when <= latest_ok:
+            raise _reject(f"implausible timestamp {when.isoformat()} at {name} {int(cols.index[i])} "
+                          f"(outside 2000-01-01 .. now + 1 day)", raw, rel_path)
+    for when in (raw.start_utc, raw.end_utc):
+        if when is not None and not EARLIEST_UTC <= when <= latest_ok:
+            raise _reject(f"implausible session time {when.isoformat()}", raw, rel_path)
+    if len(t) > 1 and bool((t[1:] < t[:-1]).any()):
+        cols = cols.take(np.argsort(t, kind="stable"))  # within jitter: stable sort
+        t = cols.t_us
+    n, indices = len(t), cols.index
+
+    # positions
+    if "lat_semicircles" in cols.values:
+        lats, lons = cols.column("lat_semicircles") * _SEMICIRCLE_DEG, cols.column("lon_semicircles") * _SEMICIRCLE_DEG
+    else:
+        lats, lons = cols.column("lat_deg").copy(), cols.column("lon_deg").copy()
+    nofix = np.isnan(lats) | np.isnan(lons) | ((lats == 0.0) & (lons == 0.0))
+    lats[nofix] = lons[nofix] = np.nan
+    lats, why_lat = _screen_column(lats, -90.0, 90.0, what="latitude", indices=indices, point_name=name)
+    lons, why_lon = _screen_column(lons, -180.0, 180.0, what="longitude", indices=indices, point_name=name)
+    if why_lat or why_lon:
+        raise _reject(str(why_lat or why_lon), raw, rel_path)
+    nofix = np.isnan(lats) | np.isnan(lons)
+    lats[nofix] = lons[nofix] = np.nan
+
+    # values
+    hr = cols.column("hr_bpm").copy()
+    hr[hr == 0.0] = np.nan
+    cadence = cols.column("cadence_cpm") * 2.0 if is_foot_sport(sport) else cols.column("cadence_cpm")
+    columns: dict[str, np.ndarray] = {}
+    for key, values in (("hr_bpm", hr), ("cadence_spm", cadence), ("speed_mps", cols.column("speed_mps")),
+                        ("altitude_m", cols.column("altitude_m")), ("power_w", cols.column("power_w")),
+                        ("temperature_c", cols.column("temperature_c"))):
+        lo, hi = LIMITS[key]
+        cleaned, why = _screen_column(values, lo, hi, what=key, indices=indices, point_name=name,
+                                      reject=key not in _NULL_ONLY)
+        if why:
+            raise _reject(why, raw, rel_path)
+        columns[key] = cleaned
+    if is_foot_sport(sport):
+        speed = columns["speed_mps"]
+        fast = speed > RUNNING_SPEED_LIMIT_MPS
+        j = first_sustained_run(fast, SUSTAINED_SAMPLES)
+        if j is not None:
+            raise _reject(f"implausible running speed_mps={float(speed[j]):g} at {name} {int(indices[j])} "
+                          f"(above {RUNNING_SPEED_LIMIT_MPS:g} m/s for {SUSTAINED_SAMPLES} samples in a row)",
+                          raw, rel_path)
+        columns["speed_mps"] = np.where(fast, np.nan, speed)
+
+    # distance
+    device = cols.column("distance_m")
+    has_device = bool((~np.isnan(device)).any())
+    has_gps = bool((~np.isnan(lats)).any())
+    gps = None
+    if not has_device:
+        segments = cols.segment.tolist() if cols.segment is not None else None
+        lat_list = [None if v != v else v for v in lats.tolist()]
+        lon_list = [None if v != v else v for v in lons.tolist()]
+        gps = np.array([np.nan if d is None else d for d in cumulative_distance_m(lat_list, lon_list, segments)],
+                       dtype=np.float64).reshape(-1)
+    sample_dist = device if has_device else gps
+    if raw.distance_m is not None:
+        distance, distance_source = raw.distance_m, "device"
+    elif has_device:
+        distance, distance_source = float(np.nanmax(device)), "device"
+    elif has_gps and gps is not None:
+        distance, distance_source = float(np.nanmax(gps)), "gps"
+    else:
+        distance, distance_source = None, "none"
+
+    # time axis
+    start = raw.start_utc or (datetime_from_us(int(t[0])) if n else None)
+    if start is None:
+        raise _reject("no start time and no samples", raw, rel_path)
+    last = datetime_from_us(int(t[-1])) if n else None
+    end = raw.end_utc or (last if last is not None else start)
+    if last is not None and last > end and raw.end_utc is None:
+        end = last
+    pauses = sorted(raw.pauses)
+    start_us = us_from_datetime(start)
+    elapsed_col = (t - start_us) / 1e6
+    moving_col = moving_seconds_us(t, start_us, [(us_from_datetime(a), us_from_datetime(b)) for a, b in pauses])
+    elapsed = max(raw.elapsed_s or 0.0, (end - start).total_seconds())
+    paused_total = sum((b - a).total_seconds() for a, b in pauses)
+    moving = raw.moving_s if raw.moving_s is not None else elapsed - paused_total
+    moving = min(max(0.0, moving), elapsed)
+    first_fix = np.flatnonzero(~np.isnan(lats))
+    fix = (float(lats[first_fix[0]]), float(lons[first_fix[0]])) if len(first_fix) else None
+
+    frame = columns_frame(SAMPLE_SCHEMA, activity_id=activity_id, t_us=t, columns={
+        **cols.values, **columns, "elapsed_s": elapsed_col, "moving_s": moving_col, "distance_m": sample_dist,
+        "lat_deg": lats, "lon_deg": lons})
+    return _finish(
+        raw, activity_id=activity_id, athlete_id=athlete_id, athlete_tz=athlete_tz, sport=sport,
+        sub_sport=sub_sport, rel_path=rel_path, sha256=sha256, start=start, end=end, pauses=pauses,
+        elapsed=elapsed, moving=moving, distance=distance, distance_source=distance_source, has_gps=has_gps,
+        fix=fix, altitudes=_present(columns["altitude_m"]), cadences=_present(columns["cadence_spm"]),
+        hrs=_present(columns["hr_bpm"]), powers=_present(columns["power_w"]), samples_frame=frame,
     )

@@ -8,14 +8,19 @@ worker and starting a fresh one; the other jobs go on. The memory limit is an
 ``RLIMIT_AS`` set in the worker, so a runaway parse fails with
 ``MemoryError`` in the worker instead of taking the machine down.
 
-Workers return results through a pipe (pickled polars frames travel as Arrow
-IPC buffers).
+Workers return results through a pipe; the ingest's decoder hands back
+Arrow IPC bytes, not Python objects. With ``window``, :func:`run_jobs` yields
+results in job order while a background thread keeps the workers busy, and
+never lets more than ``window`` jobs be started but not yet taken by the
+caller: memory stays bounded whatever the batch size, and the caller can
+load each result as soon as it is next in line.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -123,13 +128,80 @@ def run_jobs(
     workers: int,
     timeout_s: float,
     memory_bytes: int | None = None,
+    window: int | None = None,
 ) -> Iterator[JobResult[T]]:
-    """Run ``jobs`` and yield their results as they finish (not in order).
+    """Run ``jobs`` and yield their results.
+
+    Without ``window`` results come as they finish (not in order). With
+    ``window`` they come in job order, and at most ``window`` jobs are
+    started but not yet yielded (a slow job holds the others back instead
+    of letting finished results pile up).
 
     ``workers=0`` runs every job in this process (no limits; for debugging
     and for tiny batches where starting processes costs more than it saves).
     """
-    queue: deque[Job[T]] = deque(jobs)
+    if window is not None and workers > 0:
+        yield from _run_ordered(list(jobs), workers=workers, timeout_s=timeout_s, memory_bytes=memory_bytes,
+                                window=max(1, window))
+        return
+    yield from _run_pool(deque(jobs), workers=workers, timeout_s=timeout_s, memory_bytes=memory_bytes)
+
+
+def _run_ordered(
+    jobs: list[Job[T]], *, workers: int, timeout_s: float, memory_bytes: int | None, window: int
+) -> Iterator[JobResult[T]]:
+    """Results in job order; a thread runs the pool while the caller works on what it got."""
+    cond = threading.Condition()
+    done: dict[int, JobResult[T]] = {}
+    failure: list[BaseException] = []
+    taken = [0]  # results handed to the caller
+    stop = threading.Event()
+    indexed = deque(Job(i, job.func, job.args) for i, job in enumerate(jobs))
+
+    def may_start(index: int) -> bool:
+        with cond:
+            return index < taken[0] + window
+
+    def pool() -> None:
+        try:
+            for result in _run_pool(indexed, workers=workers, timeout_s=timeout_s, memory_bytes=memory_bytes,
+                                    may_start=may_start, stop=stop):
+                with cond:
+                    done[result.key] = result
+                    cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            with cond:
+                failure.append(exc)
+                cond.notify_all()
+
+    thread = threading.Thread(target=pool, name="run_jobs-pool", daemon=True)
+    thread.start()
+    try:
+        for i, job in enumerate(jobs):
+            with cond:
+                while i not in done and not failure:
+                    cond.wait()
+                if i not in done:
+                    raise failure[0]
+                result = done.pop(i)
+                taken[0] = i + 1
+            yield JobResult(job.key, value=result.value, error=result.error, timed_out=result.timed_out,
+                            seconds=result.seconds)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_pool(
+    queue: deque[Job[Any]],
+    *,
+    workers: int,
+    timeout_s: float,
+    memory_bytes: int | None,
+    may_start: Callable[[int], bool] | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[JobResult[Any]]:
+    """The worker pool: results as jobs finish; ``may_start(key)`` may hold the next job back."""
     if workers <= 0:
         while queue:
             job = queue.popleft()
@@ -140,17 +212,30 @@ def run_jobs(
                 yield JobResult(job.key, error=exc, seconds=time.monotonic() - start)
         return
 
+    def ready_to_start() -> bool:
+        return bool(queue) and (may_start is None or may_start(queue[0].key))
+
     ctx = mp.get_context("spawn")
     pool = [_Worker(ctx, memory_bytes) for _ in range(min(workers, max(1, len(queue))))]
     try:
-        for worker in pool:
-            if queue:
-                worker.give(queue.popleft())
-        while any(w.job is not None for w in pool):
+        while queue or any(w.job is not None for w in pool):
+            if stop is not None and stop.is_set():
+                return
+            for worker in pool:
+                if worker.job is None and ready_to_start():
+                    worker.give(queue.popleft())
             busy = [w for w in pool if w.job is not None]
+            if not busy:  # held back by may_start: the caller is behind
+                time.sleep(0.01)
+                continue
             now = time.monotonic()
             next_deadline = min(w.started + timeout_s for w in busy)
-            ready = wait([w.conn for w in busy], timeout=max(0.0, next_deadline - now))
+            pause = max(0.0, next_deadline - now)
+            if queue and any(w.job is None for w in pool):
+                pause = min(pause, 0.02)  # an idle worker waits for may_start: look again soon
+            if stop is not None:
+                pause = min(pause, 0.25)  # notice a caller that gave up
+            ready = wait([w.conn for w in busy], timeout=pause)
             for i, worker in enumerate(pool):
                 job = worker.job
                 if job is None:
@@ -181,7 +266,7 @@ def run_jobs(
                     yield JobResult(job.key, timed_out=True, seconds=elapsed)
                 else:
                     continue
-                if queue:
+                if ready_to_start():
                     worker.give(queue.popleft())
     finally:
         for worker in pool:

@@ -324,7 +324,7 @@ def _check_absolute(value: Any, what: str, path: str) -> None:
         )
 
 
-def read_fit(data: bytes, *, path: str) -> list[RawSession]:
+def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
     """Decode a FIT file into one :class:`RawSession` per session.
 
     Parameters
@@ -333,6 +333,10 @@ def read_fit(data: bytes, *, path: str) -> list[RawSession]:
         The file's bytes (already inflated if it was gzip).
     path
         The file's name (relative to the raw folder) for error messages.
+    fast
+        Try the vectorised decoder (:mod:`.fastfit`) first; it hands any file
+        it does not fully handle (including every damaged one) back to
+        fitparse, the reference. ``False`` decodes with fitparse only.
 
     Returns
     -------
@@ -350,6 +354,12 @@ def read_fit(data: bytes, *, path: str) -> list[RawSession]:
     """
     if not data:
         raise RejectedFile("empty file", path=path)
+    if fast:
+        from pipeline.sources.fastfit import read_fit_fast
+
+        sessions = read_fit_fast(data, path=path)
+        if sessions is not None:
+            return sessions
     decoded = _decode(data, path)
     file_ids = decoded["file_ids"]
     file_types = [_text(f.get("type")) for f in file_ids if f.get("type") is not None]

@@ -112,7 +112,7 @@ def _time(value: datetime | None) -> tuple[datetime | None, int | None]:
     return value.astimezone(timezone.utc), (int(off.total_seconds()) if off is not None else None)
 
 
-def read_gpx(data: bytes, *, path: str) -> list[RawSession]:
+def read_gpx(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
     """Decode a GPX file into one :class:`RawSession`.
 
     Parameters
@@ -121,6 +121,10 @@ def read_gpx(data: bytes, *, path: str) -> list[RawSession]:
         The file's bytes (already inflated if it was gzip).
     path
         The file's name for error messages.
+    fast
+        Try the streaming reader (:mod:`.gpxstream`) first; it hands any file
+        it does not handle exactly like gpxpy back to gpxpy, the reference.
+        ``False`` reads with gpxpy only.
 
     Raises
     ------
@@ -133,6 +137,12 @@ def read_gpx(data: bytes, *, path: str) -> list[RawSession]:
         raise RejectedFile("empty file", path=path)
     text = decode_xml_bytes(data, path=path)
     text = text.lstrip(" \t\r\n\ufeff")
+    if fast:
+        from pipeline.sources.gpxstream import read_gpx_stream
+
+        sessions = read_gpx_stream(text, path=path)
+        if sessions is not None:
+            return sessions
     root = safe_xml_root(text, path=path, kind="GPX", check_xmlns=True)
     if local_name(root.tag) != "gpx":
         raise RejectedFile(f"root element is <{local_name(root.tag)}>, not <gpx>", path=path)

@@ -1,0 +1,208 @@
+"""A vectorised FIT reader: the same :class:`RawSession` output as :mod:`.fit`, ~100x faster.
+
+fitparse decodes one field of one message at a time in Python (~3,000
+records/s). A FIT file is mostly ``record`` messages sharing one definition,
+i.e. a packed array of fixed-size rows: :mod:`.fitscan` decodes each
+definition's records at once as a numpy structured array, and the few other
+messages (file_id, session, lap, event, device_info, activity, sport,
+developer data) one by one with fitparse's own profile objects.
+
+:func:`read_fit_fast` returns ``None`` whenever the file is anything but
+plainly valid (bad header, header or file CRC, truncation, an undefined
+local message, an odd field size, developer fields declared elsewhere,
+accumulating components or arrays in the record fields we read, ...): the
+caller then decodes with fitparse, the reference, which also words the
+rejection. What happens after decoding (which sessions, which records belong
+to them, device-relative times, the device) follows
+:func:`pipeline.sources.fit.read_fit` rule for rule, on columns.
+
+``tests/test_fastfit.py`` holds this module to fitparse, value by value, on
+every FIT file of the real corpus and on simulator files.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from bisect import bisect_right
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import RejectedFile, SkippedFile
+from pipeline.sources import RawSession
+from pipeline.sources.columnar import SampleColumns, datetime_from_us, us_from_datetime
+from pipeline.sources.fit import (
+    DEVICE_RELATIVE_LIMIT,
+    _avg_cadence,
+    _check_absolute,
+    _end,
+    _lap_row,
+    _laps_by_index,
+    _num,
+    _offset_from_activity,
+    _pauses,
+    _product,
+    _text,
+    _when,
+)
+from pipeline.sources.fitscan import SAMPLE_KEYS, Decoded, Unsupported, decode_fit_fast
+
+__all__ = ["read_fit_fast", "decode_fit_fast", "Unsupported", "SAMPLE_KEYS"]
+
+log = logging.getLogger(__name__)
+
+_FIT_EPOCH_UNIX_S = 631065600  # 1989-12-31T00:00:00Z
+
+
+# --------------------------------------------------------------------------- sessions (fit.py's rules)
+
+
+def read_fit_fast(data: bytes, *, path: str) -> list[RawSession] | None:
+    """:func:`pipeline.sources.fit.read_fit` without fitparse, or None to use fitparse.
+
+    Returns
+    -------
+    list[RawSession] or None
+        The sessions (samples as :class:`~pipeline.sources.columnar.SampleColumns`),
+        or None when the file needs the reference decoder.
+
+    Raises
+    ------
+    RejectedFile, SkippedFile
+        The decisions fit.py takes after decoding, with its wording.
+    """
+    try:
+        decoded = decode_fit_fast(data)
+    except Unsupported as exc:
+        log.debug("%s: fast FIT decoder declined (%s); using fitparse", path, exc)
+        return None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, struct.error) as exc:
+        # a case this decoder does not know: the reference decides, never a guess
+        log.warning("%s: fast FIT decoder failed (%s: %s); using fitparse", path, type(exc).__name__, exc)
+        return None
+    return _sessions(decoded, path)
+
+
+def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
+    file_ids = decoded.file_ids
+    file_types = [_text(f.get("type")) for f in file_ids if f.get("type") is not None]
+    if file_types and "activity" not in file_types:
+        raise SkippedFile(f"FIT file type '{file_types[0]}' is not an activity", path=path)
+    rec = decoded.records
+    n = decoded.n_records
+    sessions = decoded.sessions
+    if not n and not sessions:
+        raise SkippedFile("FIT activity file with no records and no sessions", path=path)
+    for session in sessions:
+        _check_absolute(_when(session.get("start_time")), "session start_time", path)
+        _check_absolute(_when(session.get("timestamp")), "session timestamp", path)
+    t = rec["t"]
+    missing = np.isnan(t)
+    n_missing = int(np.count_nonzero(missing))
+    if n and n_missing == n:
+        raise RejectedFile(f"no timestamp on any of the {n} FIT records", path=path)
+    if n_missing:
+        first = int(np.flatnonzero(missing)[0])
+        raise RejectedFile(
+            f"{n_missing} of {n} FIT records have no timestamp (first: record {first})", path=path
+        )
+    relative = np.flatnonzero(t < DEVICE_RELATIVE_LIMIT)
+    if len(relative):
+        bad = int(relative[0])
+        _check_absolute(int(t[bad]), f"record {bad} timestamp", path)
+    t_us = (t.astype(np.int64) + _FIT_EPOCH_UNIX_S) * 1_000_000
+
+    fid = next((f for f in file_ids if _text(f.get("type")) == "activity"), file_ids[0] if file_ids else {})
+    manufacturer = _text(fid.get("manufacturer"))
+    product = _product(fid)
+    creator = decoded.creators[0] if decoded.creators else {}
+    if product is None or product.isdigit():
+        creator_product = _product(creator)
+        if creator_product and not creator_product.isdigit():
+            product = creator_product
+        elif product is None:
+            product = creator_product
+    if manufacturer is None:
+        manufacturer = _text(creator.get("manufacturer"))
+    offset = _offset_from_activity(decoded.activity)
+
+    def first_at_or_after(limit: datetime | None) -> datetime | None:
+        cands = t_us if limit is None else t_us[t_us >= us_from_datetime(limit)]
+        return datetime_from_us(int(cands.min())) if len(cands) else None
+
+    if sessions:
+        specs: list[dict[str, Any]] = []
+        for native in sessions:
+            start = _when(native.get("start_time"))
+            specs.append({"native": native, "start": start if isinstance(start, datetime) else None})
+        for i, spec in enumerate(specs):
+            if spec["start"] is None:
+                prev_end = _end(specs[i - 1]["native"], specs[i - 1]["start"]) if i else None
+                spec["start"] = first_at_or_after(prev_end) or prev_end
+        if any(spec["start"] is None for spec in specs):
+            raise RejectedFile("FIT session without start_time and without records", path=path)
+    else:
+        sport_msg = decoded.sports[0] if decoded.sports else {}
+        lap_sport = next((lap.get("sport") for lap in decoded.laps if lap.get("sport") is not None), None)
+        native = {"sport": sport_msg.get("sport", lap_sport), "sub_sport": sport_msg.get("sub_sport")}
+        specs = [{"native": native, "start": first_at_or_after(None)}]
+
+    order = sorted(range(len(specs)), key=lambda i: specs[i]["start"])
+    starts = [specs[i]["start"] for i in order]
+    boundaries = starts[1:]
+    bounds_us = np.array([us_from_datetime(b) for b in boundaries], dtype=np.int64)
+    bucket = np.asarray(order, dtype=np.int64)[np.searchsorted(bounds_us, t_us, side="right")]
+    lap_buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
+    laps = [_lap_row(lap) for lap in decoded.laps]
+    by_index = _laps_by_index(decoded.laps, [s["native"] for s in specs])
+    for i, lap in enumerate(laps):
+        if by_index is not None:
+            lap_buckets[by_index[i]].append(lap)
+        elif lap["start_utc"] is not None:
+            lap_buckets[order[bisect_right(boundaries, lap["start_utc"])]].append(lap)
+    event_buckets: list[list[tuple[datetime, str]]] = [[] for _ in specs]
+    for when, kind in decoded.events:
+        event_buckets[order[bisect_right(boundaries, when)]].append((when, kind))
+
+    index = np.arange(n, dtype=np.int64)
+    out: list[RawSession] = []
+    for i, spec in enumerate(specs):
+        native, start = spec["native"], spec["start"]
+        rows = np.flatnonzero(bucket == i)
+        end = _end(native, start) if sessions else None
+        if len(rows):
+            last = datetime_from_us(int(t_us[rows].max()))
+            if end is None or last > end:
+                end = last
+        end = end or start
+        samples = SampleColumns(t_us[rows], index[rows], {k: rec[k][rows] for k in SAMPLE_KEYS}, keys=SAMPLE_KEYS)
+        out.append(
+            RawSession(
+                source_format="fit",
+                session_index=i,
+                sport=_text(native.get("sport")),
+                sub_sport=_text(native.get("sub_sport")),
+                start_utc=start,
+                end_utc=end,
+                elapsed_s=_num(native.get("total_elapsed_time")),
+                moving_s=_num(native.get("total_timer_time")),
+                distance_m=_num(native.get("total_distance")),
+                avg_hr_bpm=_num(native.get("avg_heart_rate")),
+                max_hr_bpm=_num(native.get("max_heart_rate")),
+                avg_cadence_cpm=_avg_cadence(native),
+                avg_power_w=_num(native.get("avg_power")),
+                total_ascent_m=_num(native.get("total_ascent")),
+                total_descent_m=_num(native.get("total_descent")),
+                utc_offset_s=offset,
+                tz_source="fit_local_timestamp" if offset is not None else None,
+                device_manufacturer=manufacturer,
+                device_product=product,
+                point_name="record",
+                samples=samples,  # type: ignore[arg-type]  # a Sequence of the same dicts
+                laps=lap_buckets[i],
+                pauses=_pauses(event_buckets[i], end),
+            )
+        )
+    return out
