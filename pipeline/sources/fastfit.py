@@ -35,17 +35,16 @@ from pipeline.sources import RawSession
 from pipeline.sources.columnar import SampleColumns, datetime_from_us, us_from_datetime
 from pipeline.sources.fit import (
     DEVICE_RELATIVE_LIMIT,
-    _avg_cadence,
     _check_absolute,
     _end,
     _lap_row,
     _laps_by_index,
-    _num,
     _offset_from_activity,
     _pauses,
     _product,
     _text,
     _when,
+    session_from_native,
 )
 from pipeline.sources.fitscan import SAMPLE_KEYS, Decoded, Unsupported, decode_fit_fast
 
@@ -179,30 +178,9 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
         end = end or start
         samples = SampleColumns(t_us[rows], index[rows], {k: rec[k][rows] for k in SAMPLE_KEYS}, keys=SAMPLE_KEYS)
         out.append(
-            RawSession(
-                source_format="fit",
-                session_index=i,
-                sport=_text(native.get("sport")),
-                sub_sport=_text(native.get("sub_sport")),
-                start_utc=start,
-                end_utc=end,
-                elapsed_s=_num(native.get("total_elapsed_time")),
-                moving_s=_num(native.get("total_timer_time")),
-                distance_m=_num(native.get("total_distance")),
-                avg_hr_bpm=_num(native.get("avg_heart_rate")),
-                max_hr_bpm=_num(native.get("max_heart_rate")),
-                avg_cadence_cpm=_avg_cadence(native),
-                avg_power_w=_num(native.get("avg_power")),
-                total_ascent_m=_num(native.get("total_ascent")),
-                total_descent_m=_num(native.get("total_descent")),
-                utc_offset_s=offset,
-                tz_source="fit_local_timestamp" if offset is not None else None,
-                device_manufacturer=manufacturer,
-                device_product=product,
-                point_name="record",
-                samples=samples,  # type: ignore[arg-type]  # a Sequence of the same dicts
-                laps=lap_buckets[i],
-                pauses=_pauses(event_buckets[i], end),
+            session_from_native(
+                i, native, start=start, end=end, offset=offset, manufacturer=manufacturer, product=product,
+                samples=samples, laps=lap_buckets[i], pauses=_pauses(event_buckets[i], end),
             )
         )
     return out

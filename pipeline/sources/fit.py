@@ -457,30 +457,9 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
                 end = last  # some devices' total_elapsed_time stops short of the last record
         end = end or start
         out.append(
-            RawSession(
-                source_format="fit",
-                session_index=i,
-                sport=_text(native.get("sport")),
-                sub_sport=_text(native.get("sub_sport")),
-                start_utc=start,
-                end_utc=end,
-                elapsed_s=_num(native.get("total_elapsed_time")),
-                moving_s=_num(native.get("total_timer_time")),
-                distance_m=_num(native.get("total_distance")),
-                avg_hr_bpm=_num(native.get("avg_heart_rate")),
-                max_hr_bpm=_num(native.get("max_heart_rate")),
-                avg_cadence_cpm=_avg_cadence(native),
-                avg_power_w=_num(native.get("avg_power")),
-                total_ascent_m=_num(native.get("total_ascent")),
-                total_descent_m=_num(native.get("total_descent")),
-                utc_offset_s=offset,
-                tz_source="fit_local_timestamp" if offset is not None else None,
-                device_manufacturer=manufacturer,
-                device_product=product,
-                point_name="record",
-                samples=samples,
-                laps=lap_buckets[i],
-                pauses=_pauses(event_buckets[i], end),
+            session_from_native(
+                i, native, start=start, end=end, offset=offset, manufacturer=manufacturer, product=product,
+                samples=samples, laps=lap_buckets[i], pauses=_pauses(event_buckets[i], end),
             )
         )
     return out
@@ -502,3 +481,44 @@ def _laps_by_index(laps: list[dict[str, Any]], sessions: list[dict[str, Any]]) -
     if any(o is None for o in owner):
         return None
     return [int(o) for o in owner if o is not None]
+
+
+def session_from_native(
+    index: int,
+    native: dict[str, Any],
+    *,
+    start: Any,
+    end: Any,
+    offset: int | None,
+    manufacturer: str | None,
+    product: str | None,
+    samples: Any,
+    laps: Any,
+    pauses: Any,
+) -> RawSession:
+    """One :class:`RawSession` from a FIT ``session`` message's values (shared with the fast path)."""
+    return RawSession(
+        source_format="fit",
+        session_index=index,
+        sport=_text(native.get("sport")),
+        sub_sport=_text(native.get("sub_sport")),
+        start_utc=start,
+        end_utc=end,
+        elapsed_s=_num(native.get("total_elapsed_time")),
+        moving_s=_num(native.get("total_timer_time")),
+        distance_m=_num(native.get("total_distance")),
+        avg_hr_bpm=_num(native.get("avg_heart_rate")),
+        max_hr_bpm=_num(native.get("max_heart_rate")),
+        avg_cadence_cpm=_avg_cadence(native),
+        avg_power_w=_num(native.get("avg_power")),
+        total_ascent_m=_num(native.get("total_ascent")),
+        total_descent_m=_num(native.get("total_descent")),
+        utc_offset_s=offset,
+        tz_source="fit_local_timestamp" if offset is not None else None,
+        device_manufacturer=manufacturer,
+        device_product=product,
+        point_name="record",
+        samples=samples,
+        laps=laps,
+        pauses=pauses,
+    )
