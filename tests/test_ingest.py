@@ -145,7 +145,7 @@ def test_strava_export_zip_and_gz_load(tmp_path: Path, sim_club: dict[str, Any])
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("activities.csv", "Activity ID,Activity Date,Activity Name,Activity Type,Filename\n"
-                                      f"1,x,Morning Run,Run,activities/1.fit.gz\n")
+                                      "1,x,Morning Run,Run,activities/1.fit.gz\n")
         zf.writestr("activities/1.fit.gz", gzip.compress(first.read_bytes(), mtime=0))
     (folder / "export_123.zip").write_bytes(buf.getvalue())
     (folder / (second.name + ".gz")).write_bytes(gzip.compress(second.read_bytes(), mtime=0))

@@ -11,7 +11,7 @@ within 1 s (time forms) or 10 m (distance forms) of the target.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
