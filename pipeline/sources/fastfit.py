@@ -41,9 +41,9 @@ from pipeline.sources.fit import (
     _laps_by_index,
     _offset_from_activity,
     _pauses,
-    _product,
     _text,
     _when,
+    device_of,
     session_from_native,
 )
 from pipeline.sources.fitscan import SAMPLE_KEYS, Decoded, Unsupported, decode_fit_fast
@@ -113,18 +113,7 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
         _check_absolute(int(t[bad]), f"record {bad} timestamp", path)
     t_us = (t.astype(np.int64) + _FIT_EPOCH_UNIX_S) * 1_000_000
 
-    fid = next((f for f in file_ids if _text(f.get("type")) == "activity"), file_ids[0] if file_ids else {})
-    manufacturer = _text(fid.get("manufacturer"))
-    product = _product(fid)
-    creator = decoded.creators[0] if decoded.creators else {}
-    if product is None or product.isdigit():
-        creator_product = _product(creator)
-        if creator_product and not creator_product.isdigit():
-            product = creator_product
-        elif product is None:
-            product = creator_product
-    if manufacturer is None:
-        manufacturer = _text(creator.get("manufacturer"))
+    manufacturer, product = device_of(file_ids, decoded.creators)
     offset = _offset_from_activity(decoded.activity)
 
     def first_at_or_after(limit: datetime | None) -> datetime | None:

@@ -390,18 +390,7 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
         _check_absolute(bad["t_utc"], f"record {bad['index']} timestamp", path)
 
     # the device
-    fid = next((f for f in file_ids if _text(f.get("type")) == "activity"), file_ids[0] if file_ids else {})
-    manufacturer = _text(fid.get("manufacturer"))
-    product = _product(fid)
-    creator = decoded["creators"][0] if decoded["creators"] else {}
-    if product is None or product.isdigit():
-        creator_product = _product(creator)
-        if creator_product and not creator_product.isdigit():
-            product = creator_product
-        elif product is None:
-            product = creator_product
-    if manufacturer is None:
-        manufacturer = _text(creator.get("manufacturer"))
+    manufacturer, product = device_of(file_ids, decoded["creators"])
     offset = _offset_from_activity(decoded["activity"])
 
     # session windows
@@ -522,3 +511,21 @@ def session_from_native(
         laps=laps,
         pauses=pauses,
     )
+
+
+def device_of(file_ids: list[dict[str, Any]], creators: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """(manufacturer, product) from the activity ``file_id``, named from the creator ``device_info``
+    when file_id gives only a number (shared with the fast path)."""
+    fid = next((f for f in file_ids if _text(f.get("type")) == "activity"), file_ids[0] if file_ids else {})
+    manufacturer = _text(fid.get("manufacturer"))
+    product = _product(fid)
+    creator = creators[0] if creators else {}
+    if product is None or product.isdigit():
+        creator_product = _product(creator)
+        if creator_product and not creator_product.isdigit():
+            product = creator_product
+        elif product is None:
+            product = creator_product
+    if manufacturer is None:
+        manufacturer = _text(creator.get("manufacturer"))
+    return manufacturer, product
