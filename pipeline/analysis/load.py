@@ -38,6 +38,7 @@ __all__ = [
     "ramp_flags",
     "acwr_ewma",
     "run_ramp",
+    "MIN_WINDOW_M",
 ]
 
 logger = logging.getLogger(__name__)
@@ -292,6 +293,11 @@ def acwr_ewma(
     ).select("date_local", "distance_m", "acute_m", "chronic_m", "acwr")
 
 
+#: A window with less running than this (metres) counts as no running: the
+#: ramp against it is undefined rather than a huge ratio over rounding noise.
+MIN_WINDOW_M = 1.0
+
+
 def run_ramp(activities: pl.DataFrame, *, days: int = 7, threshold: float = 0.30) -> pl.DataFrame:
     """Per run: distance of the ``days`` up to and including it vs the ``days`` before that.
 
@@ -316,7 +322,8 @@ def run_ramp(activities: pl.DataFrame, *, days: int = 7, threshold: float = 0.30
         One row per run, sorted by ``start_utc``: ``activity_id``,
         ``recent_m`` (running distance in ``(t - days, t]``, this run
         included), ``before_m`` (in ``(t - 2 days, t - days]``), ``ramp``
-        (``recent_m / before_m - 1``, null when ``before_m`` is 0) and
+        (``recent_m / before_m - 1``, null when ``before_m`` is under
+        ``MIN_WINDOW_M``, i.e. no running) and
         ``ramp_flag`` (null when ``ramp`` is).
     """
     runs = running_only(activities).sort("start_utc").with_columns(pl.col("distance_m").fill_null(0.0))
@@ -325,8 +332,9 @@ def run_ramp(activities: pl.DataFrame, *, days: int = 7, threshold: float = 0.30
     out = runs.with_columns(recent_m=recent.over("athlete_id"), both_m=both.over("athlete_id")).with_columns(
         before_m=pl.col("both_m") - pl.col("recent_m")
     )
-    # float sums: a window with no run may come out as -1e-12 rather than 0
-    ramp = pl.when(pl.col("before_m") > 1e-6).then(pl.col("recent_m") / pl.col("before_m") - 1.0).otherwise(None)
+    # before_m is a difference of float sums, so an empty window may come out
+    # as 1e-12 rather than 0: under a metre of running counts as none.
+    ramp = pl.when(pl.col("before_m") >= MIN_WINDOW_M).then(pl.col("recent_m") / pl.col("before_m") - 1.0).otherwise(None)
     return out.with_columns(ramp=ramp).with_columns(ramp_flag=pl.col("ramp") > threshold).select(
         "activity_id", "recent_m", pl.col("before_m").clip(lower_bound=0.0), "ramp", "ramp_flag"
     )
