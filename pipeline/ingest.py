@@ -43,7 +43,7 @@ from pipeline.schema import (
 from pipeline.sources.archive import iter_archive
 from pipeline.sources.athlete import Athlete, read_athlete
 from pipeline.sources.pain import read_pain_log
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse import FileLoad, Warehouse
 from pipeline.workers import Job, run_jobs
 
 __all__ = ["IngestSummary", "ingest", "discover", "RawFile", "ACTIVITY_SUFFIXES"]
@@ -58,6 +58,10 @@ _FORMAT_ORDER = {"fit": 0, "tcx": 1, "gpx": 2, "zip": 3}
 Progress = Callable[[int, int, str], None]
 #: Decoded files that may wait to be loaded, per worker (bounds the ingest's memory).
 _WINDOW_PER_WORKER = 8
+#: Files per load transaction (Warehouse.load_files), and the samples that close a batch early:
+#: one Arrow append per table per batch instead of a transaction per file.
+_BATCH_FILES = 64
+_BATCH_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -421,8 +425,19 @@ def _ingest_activities(
 
     total = len(jobs)
     workers = settings.workers if total > 1 else 0
+    overlaps = wh.overlap_index()
+    pending: list[FileLoad] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending_rows
+        wh.load_files(pending)
+        pending.clear()
+        pending_rows = 0
+
     # Results come back in discovery order (FIT first, so duplicates resolve the same way every
-    # run) and are loaded as they come; at most `window` decoded files wait in memory.
+    # run) and are loaded as they come, _BATCH_FILES files per transaction; at most `window`
+    # decoded files wait in memory.
     for result in run_jobs(jobs, workers=workers, timeout_s=settings.parse_timeout_s,
                            memory_bytes=settings.parse_memory_bytes, window=_WINDOW_PER_WORKER * max(1, workers)):
         done += 1
@@ -448,8 +463,7 @@ def _ingest_activities(
         duplicates: dict[str, str] = {}
         for act in activities:
             row = act.activity
-            other = wh.find_overlapping(athlete_id=row["athlete_id"], start_utc=row["start_utc"],
-                                        end_utc=row["end_utc"])
+            other = overlaps.find(row["athlete_id"], row["start_utc"], row["end_utc"])
             if other is not None and other != act.activity_id:
                 duplicates[act.activity_id] = other
         ids = [a.activity_id for a in activities]
@@ -461,12 +475,21 @@ def _ingest_activities(
             status, reason = "loaded", None
             summary.loaded += 1
             summary.samples_loaded += sum(a.samples.height for a in activities if a.activity_id not in duplicates)
-        wh.load_file(
+        for act in activities:
+            if act.activity_id not in duplicates:
+                row = act.activity
+                overlaps.add(row["athlete_id"], act.activity_id, row["start_utc"], row["end_utc"])
+        pending.append(FileLoad(
             ledger=_ledger(unit, run_id=run_id, fmt=fmt, status=status, reason=reason, activity_ids=ids,
                            duplicate_of=next(iter(duplicates.values()), None) if status == "duplicate" else None),
             activities=activities,
             duplicates=duplicates,
-        )
+        ))
+        pending_rows += sum(a.samples.height for a in activities)
+        if len(pending) >= _BATCH_FILES or pending_rows >= _BATCH_SAMPLES:
+            flush()
+    if pending:
+        flush()
     for unit, first in same_bytes_rows:
         wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path), status="duplicate",
                                       reason=f"same bytes as {first}", duplicate_of=first))

@@ -35,7 +35,7 @@ from pipeline.schema import (
     NormalisedActivity,
     as_utc,
 )
-from pipeline.warehouse import Warehouse, run_readonly_query
+from pipeline.warehouse import FileLoad, Warehouse, run_readonly_query
 from pipeline.warehouse.migrations import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -645,6 +645,77 @@ def test_find_overlapping(wh: Warehouse, new: tuple[int, int], min_overlap: floa
         min_overlap=min_overlap,
     )
     assert got == ids[expect]
+    index = wh.overlap_index()
+    assert index.find("ann", T0 + timedelta(minutes=new[0]), T0 + timedelta(minutes=new[1]),
+                      min_overlap=min_overlap) == ids[expect]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spans=st.lists(st.tuples(st.sampled_from(["ann", "bob"]), st.integers(0, 600), st.integers(0, 240)),
+                   min_size=1, max_size=12),
+    queries=st.lists(st.tuples(st.sampled_from(["ann", "bob", "cat"]), st.integers(-60, 700), st.integers(0, 300),
+                               st.sampled_from([0.1, 0.5, 0.9, 1.0])), min_size=1, max_size=10),
+)
+def test_overlap_index_answers_as_the_warehouse_query(
+    shared_wh: Warehouse, spans: list[tuple[str, int, int]], queries: list[tuple[str, int, int, float]]
+) -> None:
+    wh = shared_wh
+    for table in ("activities", "samples", "laps", "pauses", "files", "activity_duplicates", "_ingest_runs"):
+        wh.query(f"DELETE FROM {table}")
+    run_id = wh.begin_run(command="hypothesis")
+    try:
+        acts = [make_activity(f"s{i}", athlete=a, start=T0 + timedelta(minutes=m), minutes=max(d, 1), step_s=60)
+                for i, (a, m, d) in enumerate(spans)]
+        wh.load_files([FileLoad(ledger=ledger_for(act), activities=[act]) for act in acts])
+        index = wh.overlap_index()
+        assert len(index) == len(acts)
+        for athlete, m, d, min_overlap in queries:
+            start, end = T0 + timedelta(minutes=m), T0 + timedelta(minutes=m + d)
+            expected = wh.find_overlapping(athlete_id=athlete, start_utc=start, end_utc=end, min_overlap=min_overlap)
+            assert index.find(athlete, start, end, min_overlap=min_overlap) == expected
+    finally:
+        wh.finish_run(run_id, status="ok", summary={})
+
+
+def test_load_files_is_one_transaction_for_the_batch(wh: Warehouse) -> None:
+    a = make_activity("a", minutes=30)
+    b = make_activity("b", start=T0 + timedelta(hours=3), minutes=30)
+    copy = make_activity("a-gpx", minutes=30)  # the same run from another file, in the same batch
+    again = ledger_for(a, path="ann/a-again.fit")  # same bytes as a, another path: loads nothing more
+    wh.load_files([
+        FileLoad(ledger=ledger_for(a), activities=[a]),
+        FileLoad(ledger=ledger_for(b), activities=[b]),
+        FileLoad(ledger=ledger_for(copy), activities=[copy], duplicates={copy.activity_id: a.activity_id}),
+        FileLoad(ledger=again, activities=[a]),
+    ])
+    assert sorted(wh.activities()["activity_id"]) == sorted([a.activity_id, b.activity_id])
+    assert wh.query("SELECT count(*) AS n FROM samples")["n"][0] == a.samples.height + b.samples.height
+    files = {r["path"]: r for r in wh.ledger().iter_rows(named=True)}
+    assert set(files) == {ledger_for(x)["path"] for x in (a, b, copy)}
+    assert files[ledger_for(copy)["path"]]["status"] == "duplicate"
+    assert files[ledger_for(copy)["path"]]["duplicate_of"] == a.activity_id
+    assert files[ledger_for(a)["path"]]["activity_ids"] == [a.activity_id]
+    dup = wh.query("SELECT activity_id, duplicate_of FROM activity_duplicates").rows()
+    assert dup == [(copy.activity_id, a.activity_id)]
+
+    # one bad file: nothing of the batch is written, and the error names that file
+    c = make_activity("c", start=T0 + timedelta(days=1))
+    d = make_activity("d", start=T0 + timedelta(days=2))
+    bad = NormalisedActivity(activity=d.activity, samples=d.samples.with_columns(activity_id=pl.lit("other")),
+                             laps=d.laps, pauses=d.pauses)
+    before = wh.content_fingerprint()
+    with pytest.raises(WarehouseError, match=re.escape(ledger_for(d)["path"])):
+        wh.load_files([FileLoad(ledger=ledger_for(c), activities=[c]), FileLoad(ledger=ledger_for(d), activities=[bad])])
+    with pytest.raises(WarehouseError, match="unknown activities"):
+        wh.load_files([FileLoad(ledger=ledger_for(c), activities=[c]),
+                       FileLoad(ledger=ledger_for(d), activities=[d], duplicates={d.activity_id: "nope-0"})])
+    assert wh.content_fingerprint() == before
+    wh.load_files([FileLoad(ledger=ledger_for(c), activities=[c]), FileLoad(ledger=ledger_for(d), activities=[d])])
+    assert wh.activities().height == 4
+    wh.load_files([FileLoad(ledger=ledger_for(c), activities=[c])])  # already loaded: a no-op
+    assert wh.activities().height == 4 and wh.ledger().height == 5
+    wh.load_files([])
 
 
 def test_find_overlapping_prefers_the_larger_overlap_and_checks_input(wh: Warehouse) -> None:

@@ -20,8 +20,9 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -46,8 +47,9 @@ from pipeline.warehouse._lock import WriteLock, lock_path_for
 from pipeline.warehouse.content import content_fingerprint
 from pipeline.warehouse.frames import ATHLETE_SCHEMA, REJECTED_PAIN_SCHEMA, conform
 from pipeline.warehouse.migrations import apply_migrations
+from pipeline.warehouse.overlap import OverlapIndex, best_overlap
 
-__all__ = ["Warehouse", "LEDGER_KEYS", "FILE_STATUSES"]
+__all__ = ["Warehouse", "FileLoad", "LEDGER_KEYS", "FILE_STATUSES"]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,12 @@ LEDGER_KEYS = frozenset(
     }
 )
 
+#: Per-activity tables and the column each activity's rows are stored in order of (rows are
+#: appended activity by activity, so a run's samples lie together, in time order).
 _CHILD_TABLES = (
-    ("samples", SAMPLE_SCHEMA, "activity_id, t_utc"),
-    ("laps", LAP_SCHEMA, "activity_id, lap_index"),
-    ("pauses", PAUSE_SCHEMA, "activity_id, pause_index"),
+    ("samples", SAMPLE_SCHEMA, "t_utc"),
+    ("laps", LAP_SCHEMA, "lap_index"),
+    ("pauses", PAUSE_SCHEMA, "pause_index"),
 )
 
 _PAIN_JOIN_COLUMNS = [c for c in PAIN_REPORT_SCHEMA if c != "report_id"]
@@ -93,6 +97,39 @@ _DUPLICATE_COLUMNS = [
     "source_file",
     "source_sha256",
 ]
+
+
+#: The ``files`` table as a frame (the ledger rows of a batch go in through Arrow).
+_LEDGER_SCHEMA: dict[str, pl.DataType] = {
+    "path": pl.String(),
+    "sha256": pl.String(),
+    "size_bytes": pl.Int64(),
+    "format": pl.String(),
+    "status": pl.String(),
+    "reason": pl.String(),
+    "activity_ids": pl.List(pl.String()),
+    "duplicate_of": pl.String(),
+    "athlete_id": pl.String(),
+    "first_seen_utc": pl.Datetime("us", "UTC"),
+    "updated_utc": pl.Datetime("us", "UTC"),
+    "run_id": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class FileLoad:
+    """One source file for :meth:`Warehouse.load_files` (the arguments of :meth:`Warehouse.load_file`)."""
+
+    ledger: dict[str, Any]
+    activities: list[NormalisedActivity]
+    duplicates: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _PreparedFile:
+    row: dict[str, Any]
+    activities: list[tuple[str, pl.DataFrame, list[tuple[str, pl.DataFrame]]]]
+    duplicates: dict[str, str]
 
 
 def _now() -> datetime:
@@ -425,25 +462,39 @@ class Warehouse:
 
     # ------------------------------------------------------------------ activities
 
-    def _activity_frame(self, act: NormalisedActivity, where: str) -> pl.DataFrame:
-        row = act.activity
-        unknown = sorted(set(row) - set(ACTIVITY_SCHEMA))
-        if unknown:
-            raise WarehouseError(f"{where}: activity has keys outside ACTIVITY_SCHEMA: {unknown}")
+    @staticmethod
+    def _activity_frames(rows: list[tuple[dict[str, Any], str]]) -> list[pl.DataFrame]:
+        """One-row ``ACTIVITY_SCHEMA`` frames of ``(activity row, where)`` pairs, built as one frame.
+
+        A key outside the schema, a value that does not fit or one that would
+        become null (a wrong type) is an error naming its ``where``.
+        """
+        for row, where in rows:
+            unknown = sorted(set(row) - set(ACTIVITY_SCHEMA))
+            if unknown:
+                raise WarehouseError(f"{where}: activity has keys outside ACTIVITY_SCHEMA: {unknown}")
         try:
-            frame = frame_from_rows([row], ACTIVITY_SCHEMA)
+            frame = frame_from_rows([row for row, _ in rows], ACTIVITY_SCHEMA)
         except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
-            raise WarehouseError(f"{where}: activity row does not fit ACTIVITY_SCHEMA: {exc}") from exc
-        lost = [
-            name
-            for name, value in row.items()
-            if value is not None
-            and frame[name][0] is None
-            and not (isinstance(value, float) and math.isnan(value))
-        ]
-        if lost:
-            raise WarehouseError(f"{where}: activity values of the wrong type for {lost}")
-        return frame
+            for row, where in rows:  # which one
+                try:
+                    frame_from_rows([row], ACTIVITY_SCHEMA)
+                except (pl.exceptions.PolarsError, TypeError, ValueError) as one:
+                    raise WarehouseError(f"{where}: activity row does not fit ACTIVITY_SCHEMA: {one}") from one
+            raise WarehouseError(f"{rows[0][1]}: activity rows do not fit ACTIVITY_SCHEMA: {exc}") from exc
+        names = list(ACTIVITY_SCHEMA)
+        nulls = frame.select(pl.all().is_null()).rows()
+        for (row, where), is_null in zip(rows, nulls, strict=True):
+            lost = [
+                name
+                for name, null in zip(names, is_null, strict=True)
+                if null
+                and row.get(name) is not None
+                and not (isinstance(row[name], float) and math.isnan(row[name]))
+            ]
+            if lost:
+                raise WarehouseError(f"{where}: activity values of the wrong type for {lost}")
+        return [frame.slice(i, 1) for i in range(frame.height)]
 
     def load_file(
         self,
@@ -477,16 +528,94 @@ class Warehouse:
         written (the transaction rolls back) and :class:`WarehouseError`
         names the file.
         """
-        run_id = self._run_for(ledger)
-        row = self._ledger_row(ledger, run_id=run_id)
-        where = row["path"]
-        known = self.file_known(row["sha256"])
-        if known in ("loaded", "duplicate"):
-            log.info("%s: content %s already %s; load_file is a no-op", where, row["sha256"][:16], known)
+        self.load_files([FileLoad(ledger=ledger, activities=activities, duplicates=duplicates or {})])
+
+    def load_files(self, files: Sequence[FileLoad]) -> None:
+        """Load several files as :meth:`load_file` does, all in ONE transaction.
+
+        One Arrow append per table for the whole batch: the ingest's writer
+        loads ~50 files at a time this way, at the speed of DuckDB's appender
+        rather than of one transaction per file. Every file is checked before
+        anything is written; any error rolls the whole batch back and names
+        the file. A file whose content is already loaded or a duplicate (in
+        the warehouse or earlier in the batch) is skipped, as in
+        :meth:`load_file`. A duplicate may point at an activity of an earlier
+        file of the same batch.
+        """
+        if not files:
             return
+        run_id = self._run_for(files[0].ledger)
+        rows = [self._ledger_row(f.ledger, run_id=self._run_for(f.ledger)) for f in files]
+        shas = sorted({r["sha256"] for r in rows})
+        known = {
+            sha for (sha,) in self._rows(
+                "SELECT DISTINCT sha256 FROM files WHERE list_contains($s, sha256) "
+                "AND status IN ('loaded', 'duplicate')",
+                {"s": shas},
+            )
+        }
+        todo: list[tuple[FileLoad, dict[str, Any]]] = []
+        for file, row in zip(files, rows, strict=True):
+            if row["sha256"] in known:
+                log.info("%s: content %s already loaded or a duplicate; not loaded again",
+                         row["path"], row["sha256"][:16])
+                continue
+            known.add(row["sha256"])
+            todo.append((file, row))
+        frames = iter(self._activity_frames([
+            (act.activity, f"{row['path']} activity {act.activity_id}") for file, row in todo for act in file.activities
+        ]))
+        prepared = [
+            self._prepare_file(row, [(act, next(frames)) for act in file.activities], dict(file.duplicates))
+            for file, row in todo
+        ]
+        if not prepared:
+            return
+
+        tables: dict[str, list[pl.DataFrame]] = {"activities": [], "activity_duplicates": []}
+        tables.update({table: [] for table, _, _ in _CHILD_TABLES})
+        targets: set[str] = set()
+        for p in prepared:
+            for aid, frame, children in p.activities:
+                if aid in p.duplicates:
+                    tables["activity_duplicates"].append(frame.select(_DUPLICATE_COLUMNS).with_columns(
+                        duplicate_of=pl.lit(p.duplicates[aid], dtype=pl.String())
+                    ))
+                else:
+                    tables["activities"].append(frame)
+                for table, df in children:
+                    tables[table].append(df)
+            targets.update(p.duplicates.values())
+        where = prepared[0].row["path"] if len(prepared) == 1 else f"{len(prepared)} files from {prepared[0].row['path']}"
+        with self._transaction(f"{where}: load"):
+            for table, frames in tables.items():
+                if frames:
+                    self._insert(table, pl.concat(frames, how="vertical"), run_id=run_id, order_by=None)
+            if targets:
+                found = {
+                    a for (a,) in self._rows(
+                        "SELECT activity_id FROM activities WHERE list_contains($t, activity_id)",
+                        {"t": sorted(targets)},
+                    )
+                }
+                for p in prepared:
+                    absent = sorted(set(p.duplicates.values()) - found)
+                    if absent:
+                        raise WarehouseError(f"{p.row['path']}: duplicates point at unknown activities {absent}")
+            self._insert_ledger([p.row for p in prepared])
+        for p in prepared:
+            n_samples = sum(df.height for _, _, ch in p.activities for t, df in ch if t == "samples")
+            log.info("%s: loaded %d activities (%d duplicates recorded), %d samples",
+                     p.row["path"], len(p.activities) - len(p.duplicates), len(p.duplicates), n_samples)
+
+    def _prepare_file(
+        self, row: dict[str, Any], pairs: list[tuple[NormalisedActivity, pl.DataFrame]], duplicates: dict[str, str]
+    ) -> _PreparedFile:
+        """Check one file of a load (its activities with their row frames); nothing is written."""
+        where = row["path"]
+        activities = [act for act, _ in pairs]
         if not activities:
             raise WarehouseError(f"{where}: load_file without activities; use record_file (skipped/rejected)")
-        duplicates = dict(duplicates or {})
         ids = [a.activity_id for a in activities]
         if len(set(ids)) != len(ids):
             raise WarehouseError(f"{where}: activity ids repeat within the file: {ids}")
@@ -498,10 +627,9 @@ class Warehouse:
             raise WarehouseError(f"{where}: duplicates point at other duplicates: {circular}")
 
         prepared = []
-        for act in activities:
+        for act, frame in pairs:
             aid = act.activity_id
             what = f"{where} activity {aid}"
-            frame = self._activity_frame(act, what)
             sha = frame["source_sha256"][0]
             if sha is not None and sha != row["sha256"]:
                 raise WarehouseError(f"{what}: source_sha256 {sha} differs from the ledger's {row['sha256']}")
@@ -509,10 +637,14 @@ class Warehouse:
             if aid not in duplicates:
                 for table, schema, order in _CHILD_TABLES:
                     df = conform(getattr(act, table), schema, f"{what} {table}")
-                    foreign = df.filter(pl.col("activity_id") != aid).height + df["activity_id"].null_count()
+                    if not df[order].is_sorted(nulls_last=True):
+                        df = df.sort(order, nulls_last=True, maintain_order=True)
+                    ids_col = df["activity_id"]
+                    foreign = ids_col.null_count() + (ids_col != aid).sum()
                     if foreign:
                         raise WarehouseError(f"{what} {table}: {foreign} rows carry another activity_id")
-                    children.append((table, df, order))
+                    if df.height:
+                        children.append((table, df))
             prepared.append((aid, frame, children))
 
         if row["status"] is None:
@@ -525,35 +657,35 @@ class Warehouse:
             row["duplicate_of"] = ",".join(dict.fromkeys(duplicates.values()))
         if row["athlete_id"] is None:
             row["athlete_id"] = activities[0].activity.get("athlete_id")
+        return _PreparedFile(row=row, activities=prepared, duplicates=duplicates)
 
-        with self._transaction(f"{where}: load"):
-            for aid, frame, children in prepared:
-                if aid in duplicates:
-                    dup = frame.select(_DUPLICATE_COLUMNS).with_columns(
-                        duplicate_of=pl.lit(duplicates[aid], dtype=pl.String())
-                    )
-                    self._insert("activity_duplicates", dup, run_id=run_id, order_by=None)
-                else:
-                    self._insert("activities", frame, run_id=run_id, order_by=None)
-                for table, df, order in children:
-                    self._insert(table, df, run_id=run_id, order_by=order)
-            if duplicates:
-                targets = sorted(set(duplicates.values()))
-                found = {
-                    a
-                    for (a,) in self._rows(
-                        "SELECT activity_id FROM activities WHERE list_contains($t, activity_id)", {"t": targets}
-                    )
-                }
-                absent = [t for t in targets if t not in found]
-                if absent:
-                    raise WarehouseError(f"{where}: duplicates point at unknown activities {absent}")
-            self._upsert_ledger(row)
-        n_samples = sum(df.height for _, _, ch in prepared for t, df, _ in ch if t == "samples")
-        log.info(
-            "%s: loaded %d activities (%d duplicates recorded), %d samples",
-            where, len(prepared) - len(duplicates), len(duplicates), n_samples,
-        )
+    def _insert_ledger(self, rows: list[dict[str, Any]]) -> None:
+        """Ledger rows of loaded files: new (sha256, path) keys in one append, known ones updated."""
+        keys = [f"{r['sha256']}\x1f{r['path']}" for r in rows]
+        existing = {
+            k for (k,) in self._rows(
+                "SELECT sha256 || chr(31) || path FROM files WHERE list_contains($k, sha256 || chr(31) || path)",
+                {"k": keys},
+            )
+        }
+        fresh = []
+        for key, row in zip(keys, rows, strict=True):
+            if key in existing:
+                self._upsert_ledger(row)
+            else:
+                fresh.append(row)
+        if fresh:
+            now = _now()
+            frame = pl.DataFrame(
+                {name: [now if name == "updated_utc" else r[name] for r in fresh] for name in _LEDGER_SCHEMA},
+                schema=_LEDGER_SCHEMA,
+            )
+            view = f"_in_files_{uuid.uuid4().hex[:8]}"
+            self._db.register(view, frame.to_arrow())
+            try:
+                self._exec(f"INSERT INTO files BY NAME SELECT * FROM {view}")
+            finally:
+                self._db.unregister(view)
 
     def find_overlapping(
         self,
@@ -572,32 +704,25 @@ class Warehouse:
         lies inside the other; ``end_utc=None`` is such a span. Naive datetimes
         are taken as UTC.
         """
-        if not 0.0 < min_overlap <= 1.0:
-            raise WarehouseError(f"min_overlap must be in (0, 1] (got {min_overlap})")
         start = as_utc(start_utc)
         end = as_utc(end_utc) if end_utc is not None else start
-        if end < start:
-            raise WarehouseError(f"find_overlapping: end {end} before start {start}")
         rows = self._rows(
-            "SELECT activity_id, start_utc, coalesce(end_utc, start_utc) AS end_utc FROM activities "
+            "SELECT start_utc, coalesce(end_utc, start_utc) AS end_utc, activity_id FROM activities "
             "WHERE athlete_id = $a AND start_utc <= $e AND coalesce(end_utc, start_utc) >= $s",
-            {"a": athlete_id, "s": start, "e": end},
+            {"a": athlete_id, "s": start, "e": max(start, end)},
         )
-        best: tuple[float, float, datetime, str] | None = None
-        best_id: str | None = None
-        for aid, a_start, a_end in rows:
-            a_start, a_end = as_utc(a_start), as_utc(a_end)
-            overlap = (min(end, a_end) - max(start, a_start)).total_seconds()
-            shorter = min((end - start).total_seconds(), (a_end - a_start).total_seconds())
-            if overlap < 0:
-                continue
-            fraction = 1.0 if shorter <= 0 else overlap / shorter
-            if fraction + 1e-12 < min_overlap:
-                continue
-            key = (-fraction, -overlap, a_start, aid)
-            if best is None or key < best:
-                best, best_id = key, aid
-        return best_id
+        return best_overlap(rows, start, end, min_overlap=min_overlap)
+
+    def overlap_index(self) -> OverlapIndex:
+        """Every stored activity's span, for :meth:`OverlapIndex.find` without a query per file."""
+        index = OverlapIndex()
+        rows = self._rows(
+            "SELECT athlete_id, activity_id, start_utc, coalesce(end_utc, start_utc) FROM activities "
+            "WHERE start_utc IS NOT NULL ORDER BY athlete_id, start_utc, activity_id"
+        )
+        for athlete_id, activity_id, start, end in rows:
+            index.add(athlete_id, activity_id, start, max(start, end))
+        return index
 
     def activities(self, *, running_only: bool = False) -> pl.DataFrame:
         """Activities in :data:`ACTIVITY_SCHEMA` (duplicates are not among them), by athlete and start."""
