@@ -40,7 +40,7 @@ from pipeline.schema import (
     NormalisedActivity,
     frame_from_rows,
 )
-from pipeline.sources.archive import iter_archive
+from pipeline.sources.archive import ExportIndex, iter_archive, read_export_index
 from pipeline.sources.athlete import Athlete, read_athlete
 from pipeline.sources.pain import read_pain_log
 from pipeline.warehouse import FileLoad, Warehouse
@@ -158,12 +158,16 @@ def _sha256(data: bytes) -> str:
 
 
 def decode_file(
-    path: str, rel_path: str, athlete_id: str, athlete_tz: str | None, data: bytes | None
+    path: str, rel_path: str, athlete_id: str, athlete_tz: str | None, data: bytes | None,
+    sport_hint: tuple[str, str | None] | None = None,
 ) -> bytes:
-    """Worker entry point: one file (or archive member) -> its activities as Arrow IPC bytes."""
-    return pack_activities(
-        read_activities(Path(path), rel_path=rel_path, athlete_id=athlete_id, athlete_tz=athlete_tz, data=data)
-    )
+    """Worker entry point: one file (or archive member) -> its activities as Arrow IPC bytes.
+
+    ``sport_hint`` is (sport, sub_sport) from the export's ``activities.csv``: it
+    replaces a sport the file leaves unknown (``generic``), never one the file states.
+    """
+    return pack_activities(read_activities(Path(path), rel_path=rel_path, athlete_id=athlete_id,
+                                           athlete_tz=athlete_tz, data=data, sport_hint=sport_hint))
 
 
 _TABLES = (("activities", ACTIVITY_SCHEMA), ("samples", SAMPLE_SCHEMA), ("laps", LAP_SCHEMA),
@@ -217,15 +221,21 @@ class _Unit:
     sha256: str
     size_bytes: int
     data: bytes | None  # only for archive members
+    sport_hint: tuple[str, str | None] | None = None  # from the export's activities.csv
+    mtime_ns: int | None = None  # of a file on disk (not of an archive member)
 
 
-def _units(raw: RawFile, athlete_id: str, data: bytes) -> Iterator[_Unit]:
+def _units(
+    raw: RawFile, athlete_id: str, data: bytes, index: ExportIndex | None = None, mtime_ns: int | None = None
+) -> Iterator[_Unit]:
     if raw.kind == "zip":
+        hints = index.sports if index is not None else {}
         for member, member_data in iter_archive(raw.path):
             rel = f"{raw.rel_path}!{member}"
-            yield _Unit(rel, raw.path, athlete_id, _sha256(member_data), len(member_data), member_data)
+            yield _Unit(rel, raw.path, athlete_id, _sha256(member_data), len(member_data), member_data,
+                        hints.get(member))
     else:
-        yield _Unit(raw.rel_path, raw.path, athlete_id, _sha256(data), len(data), None)
+        yield _Unit(raw.rel_path, raw.path, athlete_id, _sha256(data), len(data), None, mtime_ns=mtime_ns)
 
 
 def _ledger(unit: _Unit, *, run_id: str, fmt: str | None, status: str, reason: str | None = None,
@@ -240,6 +250,7 @@ def _ledger(unit: _Unit, *, run_id: str, fmt: str | None, status: str, reason: s
         "activity_ids": activity_ids or [],
         "duplicate_of": duplicate_of,
         "run_id": run_id,
+        "mtime_ns": unit.mtime_ns,
     }
 
 
@@ -384,25 +395,42 @@ def _ingest_activities(
         log.info("%s: same bytes as %s", unit.rel_path, first)
 
     batch_by_sha: dict[str, str] = {}
-    archives: list[tuple[_Unit, int]] = []
+    archives: list[tuple[_Unit, int, ExportIndex]] = []
+    # A file whose path, size and modification time match a ledger row is not read again
+    # (a nightly run over years of history would otherwise re-hash gigabytes).
+    known_stats = {
+        (row["path"], row["size_bytes"], row["mtime_ns"])
+        for row in ledger.select("path", "size_bytes", "mtime_ns").iter_rows(named=True)
+        if row["mtime_ns"] is not None
+    }
     for raw in files:
+        try:
+            stat = raw.path.stat()
+        except OSError:
+            stat = None  # read_bytes below says why
+        if stat is not None and (raw.rel_path, stat.st_size, stat.st_mtime_ns) in known_stats:
+            summary.unchanged += 1
+            continue
         data = raw.path.read_bytes()
-        placeholder = _Unit(raw.rel_path, raw.path, raw.athlete_id or "", _sha256(data), len(data), None)
+        mtime_ns = stat.st_mtime_ns if stat is not None else None
+        placeholder = _Unit(raw.rel_path, raw.path, raw.athlete_id or "", _sha256(data), len(data), None,
+                            mtime_ns=mtime_ns)
         if (placeholder.rel_path, placeholder.sha256) in seen_pairs:
             summary.unchanged += 1
             continue
         if raw.athlete_id is None:
             reject(placeholder, "not inside an athlete folder: move it to data/raw/<athlete>/")
             continue
+        index = read_export_index(raw.path, rel_path=raw.rel_path, data=data) if raw.kind == "zip" else None
         try:
-            unit_list = list(_units(raw, raw.athlete_id, data))
+            unit_list = list(_units(raw, raw.athlete_id, data, index, mtime_ns))
         except InputError as exc:
             reject(placeholder, _describe(exc))
             continue
-        if raw.kind == "zip":
+        if index is not None:
             # the archive itself is ledgered so an unchanged archive is not reopened, but only
             # after its members (below): a run killed in between must read the archive again
-            archives.append((placeholder, len(unit_list)))
+            archives.append((placeholder, len(unit_list), index))
         for unit in unit_list:
             if (unit.rel_path, unit.sha256) in seen_pairs:
                 summary.unchanged += 1
@@ -419,7 +447,7 @@ def _ingest_activities(
                     unit.rel_path,
                     decode_file,
                     (str(unit.path), unit.rel_path, unit.athlete_id,
-                     athlete.timezone if athlete else None, unit.data),
+                     athlete.timezone if athlete else None, unit.data, unit.sport_hint),
                 )
             )
 
@@ -493,9 +521,13 @@ def _ingest_activities(
     for unit, first in same_bytes_rows:
         wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path), status="duplicate",
                                       reason=f"same bytes as {first}", duplicate_of=first))
-    for archive, n_members in archives:
-        wh.record_file(ledger=_ledger(archive, run_id=run_id, fmt="zip", status="skipped",
-                                      reason=f"archive: {n_members} members read"))
+    for archive, n_members, index in archives:
+        reason = f"archive: {n_members} members read"
+        if index.other_members:
+            reason += f"; {index.other_members} other files passed over (not activity files)"
+        if index.note:
+            reason += f"; {index.note}"
+        wh.record_file(ledger=_ledger(archive, run_id=run_id, fmt="zip", status="skipped", reason=reason))
 
 
 def _describe(exc: InputError) -> str:

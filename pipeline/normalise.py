@@ -35,6 +35,8 @@ Conversions and rules (the decisions, in one place)
   times written with a non-zero offset), else the zone at the first GPS fix
   (timezonefinder), else the athlete's zone, else none. ``timezone`` is the
   IANA name when one is known and agrees with the offset.
+* Device-relative FIT times (seconds since power-on): durations kept, no
+  instant stored, ``device_time_s`` set (:mod:`pipeline.sources.fitclock`).
 """
 
 from __future__ import annotations
@@ -73,9 +75,11 @@ from pipeline.sources.columnar import (
     screen_mask,
     us_from_datetime,
 )
+from pipeline.sources.fitclock import undate
 
 __all__ = [
     "read_activities",
+    "unknown_sport",
     "sniff_format",
     "semicircles_to_deg",
     "is_foot_sport",
@@ -334,6 +338,7 @@ def read_activities(
     athlete_tz: str | None,
     data: bytes | None = None,
     max_bytes: int | None = None,
+    sport_hint: tuple[str, str | None] | None = None,
 ) -> list[NormalisedActivity]:
     """Read one FIT/GPX/TCX file (optionally ``.gz``) into normalised activities.
 
@@ -354,6 +359,11 @@ def read_activities(
     max_bytes
         Largest accepted size, stored and inflated (default
         ``Settings.max_file_bytes``).
+    sport_hint
+        ``(sport, sub_sport)`` from elsewhere (a Strava export's
+        ``activities.csv``) for sessions whose file names no sport
+        (:func:`unknown_sport`); a sport the file states wins. Applied before
+        normalising: the sport decides the cadence unit and the range checks.
 
     Returns
     -------
@@ -386,12 +396,22 @@ def read_activities(
             f"not a FIT, GPX or TCX file (content starts with {raw[:16]!r})", path=rel_path
         )
     sessions = _reader(fmt)(raw, path=rel_path)
+    if sport_hint is not None:
+        for session in sessions:
+            if unknown_sport(session.sport):
+                session.sport, session.sub_sport = sport_hint
     return [
         normalise_session(
             s, rel_path=rel_path, athlete_id=athlete_id, athlete_tz=athlete_tz, sha256=sha
         )
         for s in sessions
     ]
+
+
+def unknown_sport(sport: object) -> bool:
+    """No sport, ``generic``/``other``/``unknown``, or a number no profile names."""
+    text = "" if sport is None else str(sport).strip().lower()
+    return text in {"", "generic", "other", "unknown"} or text.isdigit()
 
 
 def _reader(fmt: Format) -> Callable[..., list[RawSession]]:
@@ -485,7 +505,7 @@ def normalise_session(
         )
     latest_ok = datetime.now(timezone.utc) + timedelta(days=1)
     for s, t in ((s, s["t_utc"]) for s in samples[:1] + samples[-1:]):
-        if not EARLIEST_UTC <= t <= latest_ok:
+        if not (raw.device_clock or EARLIEST_UTC <= t <= latest_ok):
             raise _reject(
                 f"implausible timestamp {t.isoformat()} at {name} {s.get('index', 0)} "
                 f"(outside 2000-01-01 .. now + 1 day)",
@@ -493,7 +513,7 @@ def normalise_session(
                 rel_path,
             )
     for t in (raw.start_utc, raw.end_utc):
-        if t is not None and not EARLIEST_UTC <= t <= latest_ok:
+        if t is not None and not (raw.device_clock or EARLIEST_UTC <= t <= latest_ok):
             raise _reject(f"implausible session time {t.isoformat()}", raw, rel_path)
     if any(times[i] > times[i + 1] for i in range(len(times) - 1)):
         samples = sorted(samples, key=lambda s: s["t_utc"])  # within jitter: stable sort
@@ -658,6 +678,7 @@ def _finish(
         "sub_sport": sub_sport,
         "start_utc": start,
         "end_utc": end,
+        "device_time_s": None,  # set by undate() for a session on the device clock
         "utc_offset_s": offset,
         "timezone": zone,
         "tz_source": tz_source,
@@ -714,12 +735,12 @@ def _finish(
         }
         for i, (a, b) in enumerate(pauses)
     ]
-    return NormalisedActivity(
+    return undate(raw, NormalisedActivity(
         activity=activity,
         samples=samples_frame,
         laps=frame_from_rows(lap_rows, LAP_SCHEMA),
         pauses=frame_from_rows(pause_rows, PAUSE_SCHEMA),
-    )
+    ))
 
 
 # --------------------------------------------------------------------------- the columnar path
@@ -765,11 +786,11 @@ def _normalise_columns(
     latest_ok = datetime.now(timezone.utc) + timedelta(days=1)
     for i in ([0, len(t) - 1] if len(t) else []):
         when = datetime_from_us(int(t[i]))
-        if not EARLIEST_UTC <= when <= latest_ok:
+        if not (raw.device_clock or EARLIEST_UTC <= when <= latest_ok):
             raise _reject(f"implausible timestamp {when.isoformat()} at {name} {int(cols.index[i])} "
                           f"(outside 2000-01-01 .. now + 1 day)", raw, rel_path)
     for when in (raw.start_utc, raw.end_utc):
-        if when is not None and not EARLIEST_UTC <= when <= latest_ok:
+        if when is not None and not (raw.device_clock or EARLIEST_UTC <= when <= latest_ok):
             raise _reject(f"implausible session time {when.isoformat()}", raw, rel_path)
     if len(t) > 1 and bool((t[1:] < t[:-1]).any()):
         cols = cols.take(np.argsort(t, kind="stable"))  # within jitter: stable sort

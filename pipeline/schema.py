@@ -42,8 +42,11 @@ ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
     "athlete_id": pl.String(),  # folder name under data/raw (or the pain log's athlete column)
     "sport": pl.String(),  # lower-case FIT sport names: running, cycling, walking, swimming, ...
     "sub_sport": pl.String(),  # FIT sub_sport (trail, treadmill, road, ...) or null
-    "start_utc": UTC_DT,
+    "start_utc": UTC_DT,  # null only for an activity on a device's clock (device_time_s set)
     "end_utc": UTC_DT,
+    # seconds since device power-on at the start, for a FIT file on the device's own clock
+    # (start_utc/end_utc and every other instant are then null); null for every dated activity
+    "device_time_s": pl.Int64(),
     "utc_offset_s": pl.Int32(),  # local time = UTC + offset, seconds, at the start
     "timezone": pl.String(),  # IANA name when known (from GPS or athlete.toml), else null
     "tz_source": pl.String(),  # fit_local_timestamp | gps | athlete | file_offset | none
@@ -70,7 +73,7 @@ ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
 
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "activity_id": pl.String(),
-    "t_utc": UTC_DT,
+    "t_utc": UTC_DT,  # null when the activity is on a device's clock (activities.device_time_s)
     "elapsed_s": pl.Float64(),  # since start_utc, wall clock (pauses included)
     "moving_s": pl.Float64(),  # timer time since start (pauses excluded)
     "distance_m": pl.Float64(),  # cumulative, device or GPS

@@ -43,12 +43,15 @@ FILES = sorted(
     str(p.relative_to(CORPUS)) for p in CORPUS.glob("*/*") if p.is_file() and not p.name.endswith(".csv")
 ) if CORPUS.is_dir() else []
 
+#: Files that load without a date: their times are seconds since the watch was switched on.
+#: (FR70 ANT-FS dumps; their only absolute time, activity.local_timestamp, is the same in
+#: both files although the runs are 9 days apart: it is the download time.)
+DEVICE_CLOCK = {
+    "fit/fitparse__compressed-speed-distance.fit": "FR70, footpod distance, 2 timer stops",
+    "fit/fitparse__antfs-dump.63.fit": "FR70, heart rate only",
+}
 #: Files we refuse although they decode, and why (a phrase of the reason).
 REJECTED = {
-    # FR70 ANT-FS dumps: seconds since power-on; their only absolute time
-    # (activity.local_timestamp) is the same in both files, i.e. the download time.
-    "fit/fitparse__compressed-speed-distance.fit": "device-relative",
-    "fit/fitparse__antfs-dump.63.fit": "device-relative",
     # FIT SDK example: 3 records without any timestamp (and 47 m/s "running").
     "fit/fitparse__DeveloperData.fit": "no timestamp",
     # FR910XT pool swim: 67 length records without timestamps.
@@ -139,7 +142,7 @@ def test_corpus_is_present_and_matches_the_manifest() -> None:
         pytest.skip(ABSENT)
     assert FILES, f"no files under {CORPUS}"
     assert set(FILES) <= set(MANIFEST), "files missing from MANIFEST.tsv"
-    for name in list(REJECTED) + list(SKIPPED) + list(WALKED_RUNS):
+    for name in list(REJECTED) + list(SKIPPED) + list(WALKED_RUNS) + list(DEVICE_CLOCK):
         assert name in MANIFEST, f"stale exception: {name}"
 
 
@@ -166,10 +169,7 @@ def test_outcome(rel: str) -> None:
 @pytest.mark.parametrize("rel", _param([f for f in FILES if f in MANIFEST and is_running(MANIFEST[f]) and not f.startswith("broken/")]))
 def test_every_running_file_loads(rel: str) -> None:
     got = outcome(rel)
-    if rel in REJECTED:
-        assert REJECTED[rel] == "device-relative", f"a running file is refused: {rel}"
-        assert MANIFEST[rel]["start_time"].isdigit()  # the manifest agrees: no date in it
-        return
+    assert rel not in REJECTED, f"a running file is refused: {rel}"
     assert not isinstance(got, InputError), f"{rel}: {got}"
     sports = {a.activity["sport"] for a in got}
     assert sports & RUNNING_SPORTS
@@ -185,8 +185,30 @@ def _manifest_time(text: str) -> datetime:
 @pytest.mark.parametrize("rel", _param(LOADING))
 def test_start_time(rel: str) -> None:
     first = loaded(rel)[0].activity
+    if rel in DEVICE_CLOCK:
+        # the manifest gives the raw device-relative start_time: no date, and none invented
+        assert MANIFEST[rel]["start_time"].isdigit()
+        assert first["device_time_s"] == int(MANIFEST[rel]["start_time"]) < 0x10000000
+        assert first["start_utc"] is None and first["end_utc"] is None
+        assert (first["tz_source"], first["utc_offset_s"], first["timezone"]) == ("none", None, None)
+        return
     assert first["start_utc"] == _manifest_time(MANIFEST[rel]["start_time"])
     assert first["start_utc"].tzinfo is not None
+    assert first["device_time_s"] is None
+
+
+@pytest.mark.parametrize("rel", _param(sorted(DEVICE_CLOCK) if CORPUS.is_dir() else []))
+def test_device_clock_files_keep_their_durations(rel: str) -> None:
+    """Elapsed time as the manifest has it; every instant of the activity null, the time axis kept."""
+    (a,) = loaded(rel)
+    assert a.activity["elapsed_s"] == pytest.approx(float(MANIFEST[rel]["duration_s"]), abs=1.0)
+    assert a.activity["moving_s"] <= a.activity["elapsed_s"]
+    assert a.samples["t_utc"].null_count() == a.samples.height > 0
+    assert a.samples["elapsed_s"].is_sorted() and a.samples["elapsed_s"][0] >= 0.0
+    assert a.samples["elapsed_s"][-1] <= a.activity["elapsed_s"]
+    for frame in (a.laps, a.pauses):
+        assert frame["start_utc"].null_count() == frame["end_utc"].null_count() == frame.height
+    assert a.laps.height == int(MANIFEST[rel]["notes"].split(" laps")[0].rsplit(" ", 1)[-1])
 
 
 @pytest.mark.parametrize("rel", _param(LOADING))
@@ -256,11 +278,14 @@ def test_frames_follow_the_schema(rel: str) -> None:
         assert row["source_sha256"] == MANIFEST[rel]["sha256"]
         assert row["source_file"] == rel and row["athlete_id"] == "corpus"
         assert row["source_format"] in {"fit", "gpx", "tcx"} and rel.split("/")[0] == row["source_format"]
-        assert row["start_utc"] <= row["end_utc"]
+        assert (row["start_utc"] is None) == (rel in DEVICE_CLOCK) == (row["device_time_s"] is not None)
+        assert row["start_utc"] is None or row["start_utc"] <= row["end_utc"]
         assert row["tz_source"] in {"fit_local_timestamp", "gps", "athlete", "file_offset", "none"}
         assert row["distance_source"] in {"device", "gps", "none"}
         s = a.samples
-        if s.height:
+        if s.height and rel in DEVICE_CLOCK:
+            assert s["t_utc"].null_count() == s.height and s["elapsed_s"].is_sorted()
+        elif s.height:
             assert s["t_utc"].is_sorted()
             assert s["t_utc"].min() >= datetime(2000, 1, 1, tzinfo=timezone.utc)
             assert (s["moving_s"] <= s["elapsed_s"] + 1e-6).all()
@@ -366,7 +391,8 @@ def test_corpus_exception_lists_are_current() -> None:
     """Every documented exception names a file that exists; none contradicts another list."""
     if not CORPUS.is_dir():
         pytest.skip(ABSENT)
-    for name in (*REJECTED, *SKIPPED, *WALKED_RUNS, *(f for f, _ in FLAG_EXCEPTIONS)):
+    for name in (*REJECTED, *SKIPPED, *WALKED_RUNS, *DEVICE_CLOCK, *(f for f, _ in FLAG_EXCEPTIONS)):
         assert (CORPUS / name).is_file(), name
     assert not set(REJECTED) & set(SKIPPED)
+    assert all(expected_to_load(f) for f in DEVICE_CLOCK)
     assert all(expected_to_load(f) for f in WALKED_RUNS)

@@ -61,7 +61,7 @@ IGNORED: dict[str, tuple[str, ...]] = {
     "pain_reports": ("first_seen_utc", "_run_id"),
     "pain_reports_current": ("first_seen_utc", "_run_id"),  # the view of the current pain_reports
     # when the ledger first saw / last rewrote the row, and by which run
-    "files": ("first_seen_utc", "updated_utc", "run_id"),
+    "files": ("first_seen_utc", "updated_utc", "run_id", "mtime_ns"),
     # when a migration ran
     "_migrations": ("applied_utc",),
 }
@@ -303,7 +303,10 @@ def test_the_digest_sees_content_and_only_content(clean: dict[str, Any], tmp_pat
         for table, columns in IGNORED.items():
             if table == "pain_reports_current":
                 continue
-            sets = ", ".join(f'"{c}" = now()' if c.endswith("_utc") else f"\"{c}\" = 'other'" for c in columns)
+            sets = ", ".join(
+                f'"{c}" = now()' if c.endswith("_utc") else f'"{c}" = 42' if c.endswith("_ns") else f"\"{c}\" = 'other'"
+                for c in columns
+            )
             con.execute(f"UPDATE {table} SET {sets}")
         con.execute("UPDATE _ingest_runs SET status = 'interrupted'")
     finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import struct
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,7 @@ def test_simulator_files_match_fitparse(sim_club: dict[str, Any]) -> None:
 _FMT = {0x00: "B", 0x02: "B", 0x83: "h", 0x84: "H", 0x85: "i", 0x86: "I", 0x07: "s"}
 ENUM, UINT8, SINT16, UINT16, SINT32, UINT32, STRING, BYTES = 0x00, 0x02, 0x83, 0x84, 0x85, 0x86, 0x07, 0x0D
 T0 = 1_100_000_000  # FIT seconds: 2024-11-08
+DEVICE_T0 = 17_000_000  # below 0x10000000: seconds since the device was switched on
 
 
 class _Fit:
@@ -254,7 +255,7 @@ class _Fit:
 
 
 def _activity(*, n: int = 40, big: bool = False, compressed: bool = False, stryd: bool = False,
-              header_crc: bool = True, sport: int = 1, start: int = T0) -> bytes:
+              header_crc: bool = True, sport: int = 1, start: int = T0, other_clock_at: int | None = None) -> bytes:
     w = _Fit()
     w.define(0, 0, [(0, ENUM, 1), (1, UINT16, 2), (2, UINT16, 2), (4, UINT32, 4)], big=big)
     w.data(0, 4, 1, 1623, start)
@@ -275,6 +276,8 @@ def _activity(*, n: int = 40, big: bool = False, compressed: bool = False, stryd
         w.define(1, 20, record[1:], big=big, dev=dev)
     for i in range(n):
         t = start + i + (30 if i > 20 else 0)  # a 30 s pause after record 20
+        if i == other_clock_at:  # one record on the other clock (absolute <-> device-relative)
+            t = t - start + (T0 if start == DEVICE_T0 else DEVICE_T0)
         hr = 0xFF if i == 7 else 140 + i % 9  # one invalid heart rate -> None
         values = [int((48.1 + i * 1e-5) / 180 * 2**31), int(11.5 / 180 * 2**31), (520 + 500) * 5, hr, 84, 64,
                   i * 310, 3100 + (0xFFFF - 3100 if i == 9 else 0)]  # an invalid speed at i = 9
@@ -307,6 +310,8 @@ VARIANTS = {
     "developer power (Stryd)": lambda: _activity(stryd=True),
     "header CRC 0": lambda: _activity(header_crc=False),
     "chained files": lambda: _activity(n=30) + _activity(n=25, sport=2, start=T0 + 4000, compressed=True),
+    "device-relative clock": lambda: _activity(start=DEVICE_T0),
+    "device-relative clock, compressed timestamps": lambda: _activity(start=DEVICE_T0, compressed=True, big=True),
 }
 
 
@@ -322,6 +327,20 @@ def test_hand_built_features_match_fitparse(variant: str) -> None:
         assert {s["power_w"] for s in samples} == {250.0, 251.0, 252.0, 253.0, 254.0}  # not Form Power (60)
     if "chained" in variant:
         assert [s.sport for s in fast[1]] == ["running", "cycling"]
+    if "device" in variant:
+        session = fast[1][0]
+        assert session.device_clock and session.utc_offset_s is None
+        assert session.start_utc == datetime(1989, 12, 31, tzinfo=timezone.utc) + timedelta(seconds=DEVICE_T0)
+        assert [(b - a).total_seconds() for a, b in session.pauses] == [30.0]
+
+
+@pytest.mark.parametrize("start", [T0, DEVICE_T0], ids=["absolute", "device-relative"])
+def test_a_record_on_the_other_clock_is_rejected_alike(start: int) -> None:
+    """Absolute and device-relative times are never mixed: both decoders refuse, in the same words."""
+    data = _activity(start=start, other_clock_at=12)
+    fast = _check(data, f"hand/mixed-{start}")
+    assert fast is not None and fast[0] == "RejectedFile"
+    assert "record 12 timestamp" in fast[1] and ("device-relative" if start == T0 else "absolute") in fast[1]
 
 
 def test_compressed_timestamps_follow_the_last_full_timestamp() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -135,6 +136,34 @@ def test_rerun_is_a_no_op_and_new_files_add_only_their_rows(tmp_path: Path, sim_
     s5 = ingest(settings)
     assert s5.missing_files == [f"kim/activities/{second.name}"]
     assert _q(settings, counts).row(0)[:2] == c4[:2]
+
+
+def test_an_unchanged_file_is_not_read_again(tmp_path: Path, sim_club: dict[str, Any]) -> None:
+    settings = _settings(tmp_path)
+    folder = settings.raw_dir / "kim" / "activities"
+    folder.mkdir(parents=True)
+    first, second = _one_run(sim_club)
+    target = folder / "run.fit"
+    shutil.copy(first, target)
+    assert ingest(settings).loaded == 1
+    stat = target.stat()
+    ledger = _q(settings, "SELECT path, size_bytes, mtime_ns FROM files")
+    assert ledger.rows() == [("kim/activities/run.fit", stat.st_size, stat.st_mtime_ns)]
+    # other bytes behind the same path, size and modification time: taken as unchanged, not read
+    other = bytearray(target.read_bytes())
+    other[-3] ^= 0xFF  # breaks the CRC: reading it would reject it
+    target.write_bytes(bytes(other))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    s2 = ingest(settings)
+    assert (s2.unchanged, s2.loaded, s2.rejected) == (1, 0, [])
+    # a new modification time: read, hashed and judged again
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    s3 = ingest(settings)
+    assert [path for path, _ in s3.rejected] == ["kim/activities/run.fit"]
+    # same bytes as before with a new time (e.g. a copy that kept nothing): unchanged by content
+    shutil.copy(first, target)
+    s4 = ingest(settings)
+    assert (s4.unchanged, s4.loaded, s4.rejected) == (1, 0, [])
 
 
 def test_strava_export_zip_and_gz_load(tmp_path: Path, sim_club: dict[str, Any]) -> None:

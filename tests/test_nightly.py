@@ -103,7 +103,9 @@ def test_the_fingerprint_ignores_bookkeeping_only(sim_ingested: dict[str, Any], 
         before = wh.content_fingerprint()
         for table, columns in BOOKKEEPING_COLUMNS.items():
             sets = ", ".join(
-                f'"{c}" = now()' if c.endswith("_utc") else f"\"{c}\" = 'another-run'" for c in columns
+                f'"{c}" = now()' if c.endswith("_utc") else f'"{c}" = 42' if c.endswith("_ns")
+                else f"\"{c}\" = 'another-run'"
+                for c in columns
             )
             wh.query(f"UPDATE {table} SET {sets}")
         wh.query("INSERT INTO _ingest_runs (run_id, command, started_utc, status) VALUES ('x', 'y', now(), 'ok')")

@@ -662,3 +662,43 @@ def test_four_athletes_forty_runs_render_in_seconds(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - t0
     assert len(paths) == 5
     assert elapsed < 12.0, f"rendering took {elapsed:.1f} s"
+
+
+def test_older_runs_with_pain_go_to_a_page_per_year_rewritten_only_when_changed(tmp_path: Path) -> None:
+    reader = _club(1, 150)  # a run every 2 days back to November 2025; every 4th has pain and samples
+    out = tmp_path / "reports"
+    paths = render_reports(reader, out, generated_utc=GENERATED, recent_pain_runs=3)
+    assert sorted(p.relative_to(out).as_posix() for p in paths) == [
+        "ath0/index.html", "ath0/runs-2025.html", "ath0/runs-2026.html", "index.html"]
+    pain_runs = [f"ath0-{i:03d}" for i in range(150) if i % 4 == 3]  # oldest first
+    year_of = {run: (GENERATED - timedelta(days=2 * (150 - int(run[-3:])))).year for run in pain_runs}
+
+    def sections(name: str) -> list[str]:
+        text = (out / "ath0" / name).read_text(encoding="utf-8")
+        return re.findall(r'<section class="run" id="run-([^"]+)">', text)
+
+    assert sections("index.html") == pain_runs[-3:]
+    for year in (2025, 2026):
+        assert sections(f"runs-{year}.html") == [r for r in pain_runs[:-3] if year_of[r] == year]
+        assert len(_specs((out / "ath0" / f"runs-{year}.html").read_text(encoding="utf-8"))) == len(
+            sections(f"runs-{year}.html"))
+    athlete_page = (out / "ath0" / "index.html").read_text(encoding="utf-8")
+    oldest = pain_runs[0]
+    assert f'href="runs-{year_of[oldest]}.html#run-{oldest}"' in athlete_page  # from the pain-report table
+    assert f'href="#run-{pain_runs[-1]}"' in athlete_page
+    assert f'href="ath0/index.html#run-{pain_runs[-1]}"' in (out / "index.html").read_text(encoding="utf-8")
+
+    # nothing changed: the year pages are kept as they are, the athlete page is rewritten
+    stamps = {y: (out / "ath0" / f"runs-{y}.html").stat().st_mtime_ns for y in (2025, 2026)}
+    again = render_reports(reader, out, generated_utc=GENERATED + timedelta(hours=1), recent_pain_runs=3)
+    assert sorted(p.relative_to(out).as_posix() for p in again) == ["ath0/index.html", "index.html"]
+    assert {y: (out / "ath0" / f"runs-{y}.html").stat().st_mtime_ns for y in (2025, 2026)} == stamps
+    # one more run on the athlete page: the 2026 page loses a run and is rewritten, 2025 is kept
+    again = render_reports(reader, out, generated_utc=GENERATED, recent_pain_runs=4)
+    assert "ath0/runs-2026.html" in {p.relative_to(out).as_posix() for p in again}
+    assert "ath0/runs-2025.html" not in {p.relative_to(out).as_posix() for p in again}
+    assert sections("index.html") == pain_runs[-4:]
+    # all of them on the athlete page: the year pages go
+    render_reports(reader, out, generated_utc=GENERATED, recent_pain_runs=len(pain_runs))
+    assert sorted(p.name for p in (out / "ath0").iterdir()) == ["index.html"]
+    assert sections("index.html") == pain_runs

@@ -265,9 +265,53 @@ def test_fit_settings_file_is_skipped() -> None:
         load(build_fit(file_type=2))
 
 
-def test_device_relative_timestamps_are_rejected() -> None:
-    with pytest.raises(RejectedFile, match="device-relative"):
-        load(build_fit(times=lambda i: FIT_EPOCH + timedelta(seconds=17_000_000 + i)))
+DEVICE_T0 = FIT_EPOCH + timedelta(seconds=17_000_000)  # a FIT date_time below 0x10000000: seconds since power-on
+
+
+def test_device_relative_timestamps_load_without_any_date() -> None:
+    """Durations, pauses and laps from the device's own clock; no instant, offset or zone invented."""
+    times = lambda i: DEVICE_T0 + timedelta(seconds=i + (120 if i > 19 else 0))  # noqa: E731
+    # GPS positions, an athlete zone and an activity.local_timestamp are all there: none may date the run
+    a = load(build_fit(n=40, pause=(19, 120), times=times), tz="Europe/London")[0]
+    row = a.activity
+    assert row["device_time_s"] == 17_000_000
+    assert row["start_utc"] is None and row["end_utc"] is None
+    assert (row["tz_source"], row["utc_offset_s"], row["timezone"]) == ("none", None, None)
+    assert row["elapsed_s"] == pytest.approx(39 + 120) and row["moving_s"] == pytest.approx(39)
+    assert row["distance_m"] == pytest.approx(39 * 3.0) and row["n_samples"] == 40
+    s = a.samples
+    assert s["t_utc"].null_count() == 40
+    assert s["elapsed_s"].to_list() == [float(i + (120 if i > 19 else 0)) for i in range(40)]
+    assert s["moving_s"].to_list() == [float(i) for i in range(40)]
+    assert s["cadence_spm"].to_list() == [171.0] * 40  # 85 strides/min + 64/128
+    assert a.pauses["duration_s"].to_list() == [120.0]
+    assert a.pauses["start_utc"].null_count() == a.pauses["end_utc"].null_count() == 1
+    assert a.laps.height == 1 and a.laps["start_utc"][0] is None and a.laps["elapsed_s"][0] == pytest.approx(159.0)
+
+
+def test_dated_fit_has_no_device_time() -> None:
+    assert load(build_fit())[0].activity["device_time_s"] is None
+
+
+def test_device_relative_record_in_a_file_with_absolute_times_is_rejected() -> None:
+    mixed = build_fit(times=lambda i: DEVICE_T0 + timedelta(seconds=i) if i == 30 else T0 + timedelta(seconds=i))
+    with pytest.raises(RejectedFile, match=r"device-relative FIT timestamps \(record 30 timestamp = 17000030 s"):
+        load(mixed)
+
+
+def test_absolute_record_in_a_file_on_the_device_clock_is_rejected() -> None:
+    mixed = build_fit(times=lambda i: T0 + timedelta(seconds=i) if i == 30 else DEVICE_T0 + timedelta(seconds=i))
+    with pytest.raises(RejectedFile, match=r"absolute FIT timestamp \(record 30 timestamp = 2024-05-04T07:30:30"):
+        load(mixed)
+
+
+def test_device_relative_values_are_still_screened() -> None:
+    """No calendar check on the device clock, but the value and monotonicity checks stay."""
+    with pytest.raises(RejectedFile, match="implausible hr_bpm"):
+        load(build_fit(times=lambda i: DEVICE_T0 + timedelta(seconds=i), hr=lambda i: 251))
+    backwards = lambda i: DEVICE_T0 + timedelta(seconds=i if i != 30 else 10)  # noqa: E731
+    with pytest.raises(RejectedFile, match="timestamps go backwards"):
+        load(build_fit(times=backwards))
 
 
 def test_empty_file_rejected() -> None:

@@ -391,7 +391,7 @@ def test_round_trip_preserves_every_value_and_instant(
         expected = pl.DataFrame([utc_row], schema=ACTIVITY_SCHEMA, orient="row")
         assert got.schema == pl.Schema(ACTIVITY_SCHEMA)
         assert_frame_equal(got, expected, check_exact=True)
-        assert got["start_utc"][0] == act.activity["start_utc"]  # same instant, any zone
+        assert got["start_utc"][0] == as_utc(act.activity["start_utc"])  # same instant, any zone
 
         samples = wh.samples_for([act.activity_id])
         assert samples.schema == pl.Schema(SAMPLE_SCHEMA)
@@ -538,20 +538,26 @@ def test_duplicate_of_an_unknown_activity_rolls_back(wh: Warehouse) -> None:
 def test_an_error_mid_load_leaves_no_partial_rows(wh: Warehouse) -> None:
     good = make_activity("multi", session=0)
     bad = make_activity("multi", session=1, start=T0 + timedelta(hours=1))
-    # the second session's last sample has no time: the NOT NULL constraint fails
-    # after the first session's rows (and the second's activity row) were inserted
-    broken = bad.samples.with_columns(
-        pl.when(pl.int_range(pl.len()) == pl.len() - 1).then(None).otherwise(pl.col("t_utc")).alias("t_utc")
-    )
-    bad = NormalisedActivity(bad.activity, broken, bad.laps, bad.pauses)
-    with pytest.raises(WarehouseError, match="multi.fit"):
-        wh.load_file(ledger=ledger_for(good), activities=[good, bad])
+    # the second session claims to duplicate an activity that is not there: found inside the
+    # transaction, after the first session's activity row, samples, laps and pauses went in
+    with pytest.raises(WarehouseError, match="multi.fit.*unknown activities"):
+        wh.load_file(ledger=ledger_for(good), activities=[good, bad], duplicates={bad.activity_id: "nope-0"})
     for table in ("activities", "samples", "laps", "pauses", "files", "activity_duplicates"):
         assert count(wh, table) == 0, table
     assert wh.file_known(good.activity["source_sha256"]) is None
     # the warehouse is usable afterwards and the good session alone loads
     wh.load_file(ledger=ledger_for(good), activities=[good])
     assert count(wh, "samples") == good.samples.height
+
+
+def test_a_dated_activity_needs_a_time_on_every_sample(wh: Warehouse) -> None:
+    act = make_activity("untimed")
+    broken = act.samples.with_columns(
+        pl.when(pl.int_range(pl.len()) == pl.len() - 1).then(None).otherwise(pl.col("t_utc")).alias("t_utc")
+    )
+    with pytest.raises(WarehouseError, match="untimed.fit.*1 rows without t_utc"):
+        wh.load_file(ledger=ledger_for(act), activities=[NormalisedActivity(act.activity, broken, act.laps, act.pauses)])
+    assert count(wh, "samples") == 0 and count(wh, "files") == 0
 
 
 def test_frames_outside_the_schema_are_refused(wh: Warehouse) -> None:

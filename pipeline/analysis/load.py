@@ -2,8 +2,10 @@
 
 Pure functions of polars frames (rows of :data:`pipeline.schema.ACTIVITY_SCHEMA`);
 nothing here reads a file or a database. Only running activities
-(:data:`pipeline.schema.RUNNING_SPORTS`) count as load; an activity whose
-``distance_m`` is null counts as a run of 0 m (it is still counted in ``runs``).
+(:data:`pipeline.schema.RUNNING_SPORTS`) with a date count as load (a run on a
+device clock, ``start_utc`` null and ``device_time_s`` set, has no place on the
+calendar: :func:`running_only` leaves it out of every analysis); an activity
+whose ``distance_m`` is null counts as a run of 0 m (it is still counted in ``runs``).
 
 The flags follow two published definitions:
 
@@ -32,6 +34,7 @@ from pipeline.schema import RUNNING_SPORTS
 
 __all__ = [
     "running_only",
+    "dated",
     "weekly_load",
     "daily_distance",
     "long_run_spikes",
@@ -45,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 
 def running_only(activities: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``activities`` whose ``sport`` is a running sport.
+    """The rows of ``activities`` whose ``sport`` is a running sport and that have a date.
 
     Parameters
     ----------
@@ -55,9 +58,22 @@ def running_only(activities: pl.DataFrame) -> pl.DataFrame:
     Returns
     -------
     pl.DataFrame
-        The running rows, same columns.
+        The running rows with a ``start_utc`` (see :func:`dated`), same columns.
     """
-    return activities.filter(pl.col("sport").is_in(sorted(RUNNING_SPORTS)))
+    return dated(activities.filter(pl.col("sport").is_in(sorted(RUNNING_SPORTS))))
+
+
+def dated(activities: pl.DataFrame) -> pl.DataFrame:
+    """The rows with a ``start_utc``: activities on a device clock (no date) are left out.
+
+    Such an activity (``device_time_s`` set, every instant null) joins no pain
+    report and has no day, week or order among the others, so every
+    date-based analysis leaves it out. A frame without ``start_utc`` is
+    returned as it is.
+    """
+    if "start_utc" not in activities.columns:
+        return activities
+    return activities.filter(pl.col("start_utc").is_not_null())
 
 
 def _local_date(tz: str) -> pl.Expr:

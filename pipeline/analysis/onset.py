@@ -148,7 +148,8 @@ def join_pain_onsets(
         :data:`~pipeline.schema.PAIN_REPORT_SCHEMA` rows (from ``read_pain_log``).
     activities : polars.DataFrame
         :data:`~pipeline.schema.ACTIVITY_SCHEMA`, duplicates already removed;
-        only sports in :data:`~pipeline.schema.RUNNING_SPORTS` are candidates.
+        only sports in :data:`~pipeline.schema.RUNNING_SPORTS` with a date are
+        candidates (an activity on a device clock, ``device_time_s`` set, never is).
     samples_for : callable
         ``samples_for(activity_ids) -> SAMPLE_SCHEMA frame`` for those ids. Called
         only for the runs reports were joined to, in batches.
@@ -254,6 +255,8 @@ def _runs(activities: pl.DataFrame, zones: Mapping[str, tzinfo]) -> dict[str, li
     """Running activities by athlete, sorted by start."""
     wanted = ["activity_id", "athlete_id", "sport", "start_utc", "end_utc", "utc_offset_s",
               "timezone", "source_file", "distance_m", "elapsed_s", "moving_s"]  # fmt: skip
+    if "device_time_s" in activities.columns:  # on a device clock: no date, never a pain candidate
+        activities = activities.filter(pl.col("start_utc").is_not_null() | pl.col("device_time_s").is_null())
     frame = activities.select(wanted).filter(pl.col("sport").is_in(sorted(RUNNING_SPORTS)))
     by_athlete: dict[str, list[_Run]] = {}
     for a in frame.to_dicts():

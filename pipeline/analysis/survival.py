@@ -42,6 +42,8 @@ import polars as pl
 from lifelines import KaplanMeierFitter
 from lifelines.utils import qth_survival_times
 
+from pipeline.analysis.load import dated
+
 __all__ = [
     "MIN_EVENTS",
     "LEVEL",
@@ -352,7 +354,8 @@ def pain_free_by_body_part(runs: pl.DataFrame, pain: pl.DataFrame, **options: An
     Parameters
     ----------
     runs
-        One athlete's running activities (duplicates already removed).
+        One athlete's running activities (duplicates already removed); runs
+        on a device clock (no date, no pain report can join them) are left out.
     pain
         That athlete's current pain reports.
     **options
@@ -363,6 +366,7 @@ def pain_free_by_body_part(runs: pl.DataFrame, pain: pl.DataFrame, **options: An
     list of PainFree
         Sorted by body part.
     """
+    runs = dated(runs)
     linked = pain.filter(
         pl.col("activity_id").is_in(runs["activity_id"].implode()) & pl.col("body_part").is_not_null()
     )

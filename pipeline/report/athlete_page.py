@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.report.charts import acwr_chart, onset_marks, run_chart, run_profile, weekly_chart
+from pipeline.report.charts import acwr_chart, weekly_chart
 from pipeline.report.data import JOINED_STATUS, AthleteReport
 from pipeline.report.fmt import (
     NIELSEN,
@@ -19,11 +19,11 @@ from pipeline.report.fmt import (
     local_time,
     pace,
     ramp_rows,
-    run_anchor,
     spike_rows,
     status_cell,
 )
 from pipeline.report.html import Markup, esc, link, page, table
+from pipeline.report.pain_runs import RUN_NOTE, PainRuns, pain_runs, run_sections, year_page_name
 from pipeline.report.sections import drift_section, links_section, pain_free_section
 
 __all__ = ["athlete_page", "CHART_WEEKS"]
@@ -34,14 +34,14 @@ logger = logging.getLogger(__name__)
 CHART_WEEKS = 104
 
 
-def _pain_table(rep: AthleteReport, charted: set[str]) -> Markup:
+def _pain_table(rep: AthleteReport, runs: PainRuns) -> Markup:
     ath = rep.athlete
     rows, classes = [], []
     for r in rep.pain.iter_rows(named=True):
         run = r.get("activity_id")
         run_cell: Any = None
         if run is not None:
-            run_cell = link(f"#{run_anchor(run)}", run) if run in charted else run
+            run_cell = link(runs.href(run), run) if run in runs.ids else run
         rows.append(
             [
                 r.get("date_local"),
@@ -125,7 +125,34 @@ def _runs_table(rep: AthleteReport) -> Markup:
     )
 
 
-def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: datetime) -> str:
+def _undated_runs(rep: AthleteReport) -> list[str]:
+    """Runs whose watch recorded no date (device clock): listed, left out of every chart and figure."""
+    undated = rep.undated_runs
+    if undated.is_empty():
+        return []
+    ath = rep.athlete
+    rows = [
+        [r.get("device_time_s"), dist(r.get("distance_m"), ath.unit, 2), clock(r.get("moving_s")),
+         None if r.get("avg_hr_bpm") is None else f"{r['avg_hr_bpm']:.0f}", r.get("source_file"), r.get("activity_id")]
+        for r in undated.sort("source_file", "session_index").iter_rows(named=True)
+    ]
+    return [
+        "<h2>Runs without a date</h2>",
+        '<p class="note">The watch recorded these runs on its own clock (seconds since it was switched on), '
+        "not with a date, so they are not on the calendar: no pain report is joined to them and they count in "
+        "no weekly distance, spike, ramp, ACWR, pain-free distance or drift figure above.</p>",
+        table(
+            ["Watch clock at start (s)", f"Distance ({ath.unit})", "Moving time (h:mm:ss)", "Avg HR (bpm)",
+             "File", "Activity id"],
+            rows,
+            numeric=(0, 1, 2, 3),
+        ),
+    ]
+
+
+def athlete_page(
+    rep: AthleteReport, files: pl.DataFrame, *, generated_utc: datetime, runs: PainRuns | None = None
+) -> str:
     """The HTML of one athlete's page.
 
     Parameters
@@ -137,8 +164,13 @@ def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: date
         ``athlete_id``, or the path's first folder when that is null).
     generated_utc
         Printed on the page.
+    runs
+        The runs with pain and where each is charted (default:
+        :func:`pipeline.report.pain_runs.pain_runs` of ``rep``); the older
+        ones link to the year pages :func:`~pipeline.report.pain_runs.write_year_pages` writes.
     """
     ath = rep.athlete
+    runs = runs if runs is not None else pain_runs(rep)
     specs: dict[str, dict[str, Any]] = {}
     body: list[str] = [
         f'<nav>{link("../index.html", "← Club overview")}</nav>',
@@ -146,7 +178,9 @@ def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: date
         f'<p class="meta">Athlete id <code>{esc(ath.athlete_id)}</code> · time zone {esc(ath.timezone)} · '
         f"distances in {esc(ath.unit)}"
         + (f" · distance cap {esc(dist(ath.distance_cap_m, ath.unit))} {esc(ath.unit)}" if ath.distance_cap_m else "")
-        + f" · {rep.runs.height} runs · {rep.pain.height} pain reports</p>",
+        + f" · {rep.runs.height} runs"
+        + (f" (+{rep.undated_runs.height} without a date)" if rep.undated_runs.height else "")
+        + f" · {rep.pain.height} pain reports</p>",
     ]
 
     body.append("<h2>Weekly distance and pain</h2>")
@@ -217,82 +251,34 @@ def athlete_page(rep: AthleteReport, files: pl.DataFrame, *, generated_utc: date
         "It is undefined for the first 35 days of data.</p>"
     )
 
-    charted: set[str] = set()
-    run_parts: list[str] = []
-    matched = rep.pain.filter(
-        (pl.col("status") == JOINED_STATUS) & pl.col("activity_id").is_in(rep.activities["activity_id"].implode())
-    )
-    by_run = {k[0]: v for k, v in rep.samples.partition_by("activity_id", as_dict=True).items()}
-    acts = {r["activity_id"]: r for r in rep.activities.iter_rows(named=True)}
-    run_ids = (
-        matched.join(rep.activities.select("activity_id", "start_utc"), on="activity_id")
-        .sort("start_utc")["activity_id"]
-        .unique(maintain_order=True)
-        .to_list()
-    )
-    for i, run_id in enumerate(run_ids):
-        act = acts[run_id]
-        reports = matched.filter(pl.col("activity_id") == run_id)
-        run_parts.append(f'<section class="run" id="{esc(run_anchor(run_id))}">')
-        run_parts.append(
-            f"<h3>Run {esc(local_time(act.get('start_utc'), ath.timezone))} (local) · "
-            f"{esc(dist(act.get('distance_m'), ath.unit, 2))} {esc(ath.unit)} · "
-            f"{esc(clock(act.get('moving_s')))} moving · <code>{esc(run_id)}</code></h3>"
-        )
-        samples = by_run.get(run_id)
-        if samples is None or samples.is_empty():
-            run_parts.append('<p class="empty">No samples stored for this run.</p>')
-        else:
-            profile, x_title = run_profile(samples, unit=ath.unit)
-            marks = onset_marks(samples, reports, unit=ath.unit, x_title=x_title)
-            chart_id = f"chart-run-{i}"
-            specs[chart_id] = run_chart(profile, marks, unit=ath.unit, x_title=x_title)
-            charted.add(run_id)
-            run_parts.append(f'<div id="{chart_id}" class="chart"></div>')
-        onsets = [
-            [
-                r.get("body_part"),
-                r.get("side"),
-                r.get("severity"),
-                r.get("onset_raw"),
-                dist(r.get("onset_distance_m"), ath.unit, 2),
-                clock(r.get("onset_moving_s")),
-                r.get("notes"),
-            ]
-            for r in reports.iter_rows(named=True)
-        ]
-        run_parts.append(
-            table(
-                ["Body part", "Side", "Severity (0-10)", "Onset as written", f"Onset distance ({ath.unit})",
-                 "Onset timer time (h:mm:ss)", "Notes"],
-                onsets,
-                numeric=(2, 4, 5),
-            )
-        )
-        run_parts.append("</section>")
-
+    run_parts, _ = run_sections(rep, runs.on_page, specs)
     body.append("<h2>Pain reports</h2>")
     body.append(
         '<p class="note">Every report of the pain log that is not superseded, with how it was joined to a run. '
         "Rows not joined to a sample are highlighted.</p>"
     )
-    body.append(_pain_table(rep, charted))
+    body.append(_pain_table(rep, runs))
 
     body.append("<h2>Runs with pain</h2>")
-    if run_parts:
-        body.append(
-            f'<p class="note">Per run: pace (min/{esc(ath.unit)}, axis reversed so faster is up), cadence (steps/min), '
-            "heart rate (bpm) and elevation along the run (grade in the tooltip), averaged over short distance bins. "
-            "The red rule is the onset at its sample; the orange band is the 5 minutes before it; a faint red band "
-            "spans the distances a <code>~</code> or range onset allows (the pipeline places such an onset at one "
-            "sample inside it).</p>"
+    older = runs.by_year
+    if older:
+        years = " · ".join(
+            link(year_page_name(year), f"{year} ({len(ids)} run{'s' if len(ids) != 1 else ''})")
+            for year, ids in sorted(older.items(), reverse=True)
         )
+        body.append(
+            f'<p class="note">The {len(runs.on_page)} most recent runs with pain are charted here; the '
+            f"{sum(len(ids) for ids in older.values())} older ones on a page per year: {years}.</p>"
+        )
+    if run_parts:
+        body.append(RUN_NOTE.format(unit=esc(ath.unit)))
         body.extend(run_parts)
     else:
         body.append('<p class="empty">No pain report is joined to a run.</p>')
 
     body.append("<h2>Runs</h2>")
     body.append(_runs_table(rep))
+    body.extend(_undated_runs(rep))
 
     own = pl.col("path").str.starts_with(f"{ath.athlete_id}/")
     if "athlete_id" in files.columns:

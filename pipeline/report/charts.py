@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import math
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 import altair as alt
@@ -58,18 +58,22 @@ _COLORS = {
 
 
 def rows_for_json(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts: dates as ISO strings, NaN and inf as None."""
-    out = []
-    for row in frame.iter_rows(named=True):
-        clean: dict[str, Any] = {}
-        for key, value in row.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            elif isinstance(value, date):
-                value = value.isoformat()
-            clean[key] = value
-        out.append(clean)
-    return out
+    """Rows as JSON-ready dicts: dates and instants as ISO 8601 strings, NaN and inf as None.
+
+    Converted column by column in polars (a chart embeds up to 5,000 rows and
+    a report hundreds of charts), then turned into dicts once.
+    """
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if dtype == pl.Date():
+            col = col.dt.to_string("%Y-%m-%d")
+        elif isinstance(dtype, pl.Datetime):
+            col = col.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f" + ("%:z" if dtype.time_zone else ""))
+        elif dtype.is_float():
+            col = pl.when(col.is_finite()).then(col)
+        exprs.append(col.alias(name))
+    return frame.select(exprs).to_dicts()
 
 
 def _spec_dict(chart: alt.TopLevelMixin) -> dict[str, Any]:

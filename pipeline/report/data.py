@@ -19,6 +19,7 @@ from pipeline.analysis.links import athlete_links, run_factors
 from pipeline.analysis.load import acwr_ewma, daily_distance, long_run_spikes, ramp_flags, running_only, weekly_load
 from pipeline.analysis.survival import PainFree, pain_free_by_body_part
 from pipeline.report.charts import M_PER_UNIT, Unit
+from pipeline.schema import RUNNING_SPORTS
 
 __all__ = [
     "Reader", "Athlete", "AthleteReport", "JOINED_STATUS", "REFERENCE_RUNS", "load_athletes", "table_names",
@@ -80,7 +81,15 @@ class AthleteReport:
 
     @property
     def runs(self) -> pl.DataFrame:
+        """The runs with a date: every analysis is on these."""
         return running_only(self.activities)
+
+    @property
+    def undated_runs(self) -> pl.DataFrame:
+        """Runs on a device clock (no date, ``device_time_s`` set): listed on the page, never analysed."""
+        return self.activities.filter(
+            pl.col("sport").is_in(sorted(RUNNING_SPORTS)) & pl.col("start_utc").is_null()
+        )
 
 
 def utc_frame(frame: pl.DataFrame) -> pl.DataFrame:
@@ -174,8 +183,11 @@ def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> At
         if "activity_duplicates" in tables
         else ""
     )
+    # runs on a device clock (start_utc null) come last; running_only() keeps them out of the analysis
     activities = utc_frame(
-        reader.query(f"SELECT * FROM activities WHERE athlete_id = $a{unique} ORDER BY start_utc", a)
+        reader.query(
+            f"SELECT * FROM activities WHERE athlete_id = $a{unique} ORDER BY start_utc NULLS LAST, device_time_s", a
+        )
     )
     pain = utc_frame(
         reader.query(

@@ -150,6 +150,7 @@ def page(
     body: Sequence[str],
     generated_utc: datetime,
     specs: dict[str, dict[str, Any]] | None = None,
+    meta: dict[str, str] | None = None,
 ) -> str:
     """A complete, self-contained HTML document.
 
@@ -164,11 +165,15 @@ def page(
     specs
         Vega-Lite specs by the ``id`` of the ``<div>`` each one fills; when
         given, the JavaScript bundle is inlined once.
+    meta
+        Extra ``<meta name=... content=...>`` tags, early in the ``<head>``
+        (a page's content key, read back without parsing the page).
     """
     stamp = generated_utc.strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        *(f'<meta name="{esc(name)}" content="{esc(value)}">' for name, value in (meta or {}).items()),
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="generator" content="pipeline">',

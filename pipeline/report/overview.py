@@ -17,10 +17,10 @@ from pipeline.report.fmt import (
     files_table,
     local_time,
     ramp_rows,
-    run_anchor,
     spike_rows,
     status_cell,
 )
+from pipeline.report.pain_runs import PainRuns, pain_runs
 from pipeline.report.html import esc, link, page, table
 from pipeline.report.sections import links_table
 from pipeline.report.stats_charts import club_timeline_chart, forest_chart
@@ -101,6 +101,7 @@ def index_page(
     club: pl.DataFrame | None = None,
     *,
     generated_utc: datetime,
+    runs: dict[str, PainRuns] | None = None,
 ) -> str:
     """The HTML of the club overview.
 
@@ -116,15 +117,21 @@ def index_page(
         :func:`pipeline.analysis.links.club_links` over every athlete (None: no runs).
     generated_utc
         Printed on the page; "last 4 weeks" is the 28 days before it.
+    runs
+        Where each athlete's runs with pain are charted, by athlete id
+        (default: :func:`pipeline.report.pain_runs.pain_runs` of each report).
     """
     since = generated_utc - timedelta(days=28)
+    charted_by_athlete = runs or {}
     athlete_rows = []
     pain_rows: list[tuple[Any, list[Any]]] = []
     flag_rows: list[list[Any]] = []
     unjoined_rows: list[list[Any]] = []
     for rep in reports:
         ath = rep.athlete
-        href = f"{athlete_dir_name(ath.athlete_id)}/index.html"
+        folder = athlete_dir_name(ath.athlete_id)
+        href = f"{folder}/index.html"
+        charted = charted_by_athlete.get(ath.athlete_id) or pain_runs(rep)
         runs = rep.runs
         recent = runs.filter(pl.col("start_utc") > since)["distance_m"].fill_null(0.0).sum()
         last = runs["start_utc"].max()
@@ -146,7 +153,10 @@ def index_page(
         )
         for r in rep.pain.iter_rows(named=True):
             run = r.get("activity_id")
-            where = link(f"{href}#{run_anchor(run)}", "run") if run and r.get("status") == JOINED_STATUS else None
+            where = None
+            if run in charted.ids and r.get("status") == JOINED_STATUS:
+                to = charted.href(run)
+                where = link(href + to if to.startswith("#") else f"{folder}/{to}", "run")
             cells = [
                 link(href, ath.name),
                 r.get("date_local"),

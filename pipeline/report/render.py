@@ -20,6 +20,7 @@ from pipeline.report.athlete_page import athlete_page
 from pipeline.report.data import Reader, analyse_athlete, load_athletes, table_names
 from pipeline.report.fmt import athlete_dir_name
 from pipeline.report.overview import index_page
+from pipeline.report.pain_runs import RECENT_PAIN_RUNS, pain_runs, write_year_pages
 
 __all__ = ["render_reports"]
 
@@ -40,7 +41,9 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def render_reports(reader: Reader, reports_dir: Path, *, generated_utc: datetime) -> list[Path]:
+def render_reports(
+    reader: Reader, reports_dir: Path, *, generated_utc: datetime, recent_pain_runs: int = RECENT_PAIN_RUNS
+) -> list[Path]:
     """Write the club overview and one page per athlete.
 
     Parameters
@@ -52,11 +55,15 @@ def render_reports(reader: Reader, reports_dir: Path, *, generated_utc: datetime
         Where the pages go: ``index.html`` and ``<athlete_id>/index.html``.
     generated_utc
         Timestamp printed on every page and the end of the "last 4 weeks".
+    recent_pain_runs
+        Runs with pain charted on an athlete's page; older ones go to
+        ``<athlete_id>/runs-<year>.html`` (:mod:`pipeline.report.pain_runs`),
+        which are rewritten only when what they show changed.
 
     Returns
     -------
     list of Path
-        The pages written, the overview first.
+        The pages written, the overview first (year pages kept unchanged are not listed).
     """
     if generated_utc.tzinfo is None:
         generated_utc = generated_utc.replace(tzinfo=timezone.utc)
@@ -71,14 +78,18 @@ def render_reports(reader: Reader, reports_dir: Path, *, generated_utc: datetime
     )
     reports = [analyse_athlete(reader, athlete, tables=tables) for athlete in load_athletes(reader)]
     paths = []
+    runs_by_athlete = {}
     for rep in reports:
         path = reports_dir / athlete_dir_name(rep.athlete.athlete_id) / "index.html"
-        _write(path, athlete_page(rep, files, generated_utc=generated_utc))
+        runs = pain_runs(rep, recent=recent_pain_runs)
+        runs_by_athlete[rep.athlete.athlete_id] = runs
+        _write(path, athlete_page(rep, files, generated_utc=generated_utc, runs=runs))
         paths.append(path)
         logger.info("wrote %s", path)
+        paths += write_year_pages(rep, runs, path.parent, generated_utc=generated_utc, write=_write)
     factors = [rep.factors for rep in reports if not rep.factors.is_empty()]
     club = club_links(pl.concat(factors, how="vertical_relaxed")) if factors else None
     index = reports_dir / "index.html"
-    _write(index, index_page(reports, files, bad_rows, club, generated_utc=generated_utc))
+    _write(index, index_page(reports, files, bad_rows, club, generated_utc=generated_utc, runs=runs_by_athlete))
     logger.info("wrote %s", index)
     return [index, *paths]

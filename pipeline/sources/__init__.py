@@ -81,6 +81,12 @@ class RawSession:
     ``laps`` are dicts with the keys of :data:`pipeline.schema.LAP_SCHEMA`
     except that cadence is ``avg_cadence_cpm``. ``pauses`` are (timer stop,
     timer start) pairs.
+
+    ``device_clock`` (FIT files whose ``date_time`` values are seconds since
+    the device was switched on): every instant of the session (start, end,
+    samples, laps, pauses) is then ``FIT_EPOCH + those seconds``, a stand-in
+    on the device's own clock of which only differences mean anything; the
+    normaliser keeps the durations and stores no instant.
     """
 
     source_format: str  # fit | gpx | tcx
@@ -106,6 +112,7 @@ class RawSession:
     samples: list[dict[str, Any]] = field(default_factory=list)
     laps: list[dict[str, Any]] = field(default_factory=list)
     pauses: list[tuple[datetime, datetime]] = field(default_factory=list)
+    device_clock: bool = False  # instants are device seconds since power-on, not dates (FIT)
 
 
 def gunzip_bounded(data: bytes, *, max_bytes: int, path: str) -> bytes:

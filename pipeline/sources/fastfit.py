@@ -13,7 +13,7 @@ local message, an odd field size, developer fields declared elsewhere,
 accumulating components or arrays in the record fields we read, ...): the
 caller then decodes with fitparse, the reference, which also words the
 rejection. What happens after decoding (which sessions, which records belong
-to them, device-relative times, the device) follows
+to them, the clock: absolute or device-relative, the device) follows
 :func:`pipeline.sources.fit.read_fit` rule for rule, on columns.
 
 ``tests/test_fastfit.py`` holds this module to fitparse, value by value, on
@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import struct
 from bisect import bisect_right
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -35,15 +35,16 @@ from pipeline.sources import RawSession
 from pipeline.sources.columnar import SampleColumns, datetime_from_us, us_from_datetime
 from pipeline.sources.fit import (
     DEVICE_RELATIVE_LIMIT,
-    _check_absolute,
     _end,
+    _instant,
     _lap_row,
     _laps_by_index,
     _offset_from_activity,
     _pauses,
     _text,
-    _when,
+    check_clock,
     device_of,
+    session_clock,
     session_from_native,
 )
 from pipeline.sources.fitscan import SAMPLE_KEYS, Decoded, Unsupported, decode_fit_fast
@@ -53,6 +54,7 @@ __all__ = ["read_fit_fast", "decode_fit_fast", "Unsupported", "SAMPLE_KEYS"]
 log = logging.getLogger(__name__)
 
 _FIT_EPOCH_UNIX_S = 631065600  # 1989-12-31T00:00:00Z
+_FIT_EPOCH_DT = datetime_from_us(_FIT_EPOCH_UNIX_S * 1_000_000)
 
 
 # --------------------------------------------------------------------------- sessions (fit.py's rules)
@@ -94,9 +96,7 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
     sessions = decoded.sessions
     if not n and not sessions:
         raise SkippedFile("FIT activity file with no records and no sessions", path=path)
-    for session in sessions:
-        _check_absolute(_when(session.get("start_time")), "session start_time", path)
-        _check_absolute(_when(session.get("timestamp")), "session timestamp", path)
+    device = session_clock(sessions, path)
     t = rec["t"]
     missing = np.isnan(t)
     n_missing = int(np.count_nonzero(missing))
@@ -107,14 +107,20 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
         raise RejectedFile(
             f"{n_missing} of {n} FIT records have no timestamp (first: record {first})", path=path
         )
-    relative = np.flatnonzero(t < DEVICE_RELATIVE_LIMIT)
-    if len(relative):
-        bad = int(relative[0])
-        _check_absolute(int(t[bad]), f"record {bad} timestamp", path)
-    t_us = (t.astype(np.int64) + _FIT_EPOCH_UNIX_S) * 1_000_000
+    relative = t < DEVICE_RELATIVE_LIMIT
+    if device is None and n:
+        device = bool(relative[0])
+    device = bool(device)
+    other = np.flatnonzero(relative != device)
+    if len(other):
+        bad = int(other[0])
+        value = int(t[bad])
+        check_clock(value if device is False else _FIT_EPOCH_DT + timedelta(seconds=value), device,
+                    f"record {bad} timestamp", path)
+    t_us = (t.astype(np.int64) + _FIT_EPOCH_UNIX_S) * 1_000_000  # on the device clock: the stand-ins
 
     manufacturer, product = device_of(file_ids, decoded.creators)
-    offset = _offset_from_activity(decoded.activity)
+    offset = None if device else _offset_from_activity(decoded.activity)
 
     def first_at_or_after(limit: datetime | None) -> datetime | None:
         cands = t_us if limit is None else t_us[t_us >= us_from_datetime(limit)]
@@ -123,11 +129,10 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
     if sessions:
         specs: list[dict[str, Any]] = []
         for native in sessions:
-            start = _when(native.get("start_time"))
-            specs.append({"native": native, "start": start if isinstance(start, datetime) else None})
+            specs.append({"native": native, "start": _instant(native.get("start_time"), device)})
         for i, spec in enumerate(specs):
             if spec["start"] is None:
-                prev_end = _end(specs[i - 1]["native"], specs[i - 1]["start"]) if i else None
+                prev_end = _end(specs[i - 1]["native"], specs[i - 1]["start"], device) if i else None
                 spec["start"] = first_at_or_after(prev_end) or prev_end
         if any(spec["start"] is None for spec in specs):
             raise RejectedFile("FIT session without start_time and without records", path=path)
@@ -143,7 +148,7 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
     bounds_us = np.array([us_from_datetime(b) for b in boundaries], dtype=np.int64)
     bucket = np.asarray(order, dtype=np.int64)[np.searchsorted(bounds_us, t_us, side="right")]
     lap_buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
-    laps = [_lap_row(lap) for lap in decoded.laps]
+    laps = [_lap_row(lap, device) for lap in decoded.laps]
     by_index = _laps_by_index(decoded.laps, [s["native"] for s in specs])
     for i, lap in enumerate(laps):
         if by_index is not None:
@@ -151,15 +156,17 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
         elif lap["start_utc"] is not None:
             lap_buckets[order[bisect_right(boundaries, lap["start_utc"])]].append(lap)
     event_buckets: list[list[tuple[datetime, str]]] = [[] for _ in specs]
-    for when, kind in decoded.events:
-        event_buckets[order[bisect_right(boundaries, when)]].append((when, kind))
+    for value, kind in decoded.events:
+        when = _instant(value, device)
+        if when is not None:
+            event_buckets[order[bisect_right(boundaries, when)]].append((when, kind))
 
     index = np.arange(n, dtype=np.int64)
     out: list[RawSession] = []
     for i, spec in enumerate(specs):
         native, start = spec["native"], spec["start"]
         rows = np.flatnonzero(bucket == i)
-        end = _end(native, start) if sessions else None
+        end = _end(native, start, device) if sessions else None
         if len(rows):
             last = datetime_from_us(int(t_us[rows].max()))
             if end is None or last > end:
@@ -169,7 +176,7 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
         out.append(
             session_from_native(
                 i, native, start=start, end=end, offset=offset, manufacturer=manufacturer, product=product,
-                samples=samples, laps=lap_buckets[i], pauses=_pauses(event_buckets[i], end),
+                samples=samples, laps=lap_buckets[i], pauses=_pauses(event_buckets[i], end), device_clock=device,
             )
         )
     return out

@@ -17,12 +17,19 @@ Decisions
   deprecated ``utcfromtimestamp``); a slimmer processor here makes
   ``date_time`` values aware UTC and skips the unit/field hooks we do not use.
 * **Device-relative timestamps** (``date_time`` < 0x10000000: seconds since
-  the device was switched on, e.g. the Forerunner 70 ANT-FS dumps) are
-  rejected. The only absolute time in such files is ``activity.local_timestamp``
-  and it is not the run's start: the two FR70 files in the corpus carry the
-  very same ``local_timestamp`` for two different runs (it is the download
-  time). Any anchor we invented would put the run on a wrong day and join
-  pain reports to the wrong run, so the file is refused with a reason.
+  the device was switched on, e.g. the Forerunner 70 ANT-FS dumps) load as a
+  session on the *device clock* (``RawSession.device_clock``): its instants
+  are ``FIT_EPOCH + device seconds``, stand-ins whose differences (elapsed
+  time, pauses, laps) are valid and which the normaliser never stores as
+  dates (:mod:`.fitclock`). The only absolute time in such files is
+  ``activity.local_timestamp`` and it is not the run's start: the two FR70
+  files in the corpus carry the very same ``local_timestamp`` for two
+  different runs (it is the download time). Any anchor we invented would put the run on a wrong day and join
+  pain reports to the wrong run, so none is invented (no UTC offset either).
+* The clock is the first session's (``start_time``, else its ``timestamp``),
+  else the first record's. A session or record time on the other clock
+  rejects the file (no mixing of absolute and device-relative times); laps
+  and timer events on the other clock are ignored.
 * Power: native ``power``; else a developer field named ``Power``; else one
   whose name ends in "power" that is not a component (Form/Air/Lap Power).
 * UTC offset: ``activity.local_timestamp - activity.timestamp`` when it is a
@@ -41,7 +48,7 @@ from __future__ import annotations
 import io
 import logging
 from bisect import bisect_right
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from fitparse import FitFile
@@ -51,15 +58,12 @@ from fitparse.utils import FitCRCError, FitEOFError, FitHeaderError, FitParseErr
 
 from pipeline.errors import RejectedFile, SkippedFile
 from pipeline.sources import RawSession
+from pipeline.sources.fitclock import DEVICE_RELATIVE_LIMIT, FIT_EPOCH, device_instant
 
-__all__ = ["read_fit", "FIT_EPOCH", "DEVICE_RELATIVE_LIMIT"]
+__all__ = ["read_fit", "FIT_EPOCH", "DEVICE_RELATIVE_LIMIT", "device_instant"]
 
 log = logging.getLogger(__name__)
 
-#: FIT ``date_time`` 0 (1989-12-31T00:00:00Z).
-FIT_EPOCH = datetime(1989, 12, 31, tzinfo=timezone.utc)
-#: ``date_time`` values below this are seconds since device power-on, not dates.
-DEVICE_RELATIVE_LIMIT = 0x10000000
 
 _STOP_EVENTS = frozenset({"stop", "stop_all", "stop_disable", "stop_disable_all"})
 _POWER_COMPONENTS = ("form", "air", "lap", "avg", "max", "normalized", "left", "right")
@@ -122,6 +126,14 @@ def _when(value: Any) -> datetime | int | None:
     if isinstance(value, datetime) or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     return None
+
+
+def _instant(value: Any, device: bool) -> datetime | None:
+    """A FIT date_time on the session's clock as a datetime, or None (absent, or the other clock)."""
+    when = _when(value)
+    if device:
+        return device_instant(when) if isinstance(when, int) else None
+    return when if isinstance(when, datetime) else None
 
 
 def _text(value: Any) -> str | None:
@@ -189,20 +201,18 @@ def _avg_cadence(native: dict[str, Any]) -> float | None:
     return value
 
 
-def _end(native: dict[str, Any], start: datetime | None) -> datetime | None:
+def _end(native: dict[str, Any], start: datetime | None, device: bool = False) -> datetime | None:
     elapsed = _num(native.get("total_elapsed_time"))
     if isinstance(start, datetime) and elapsed is not None:
         return start + timedelta(seconds=elapsed)
-    ts = _when(native.get("timestamp"))
-    return ts if isinstance(ts, datetime) else None
+    return _instant(native.get("timestamp"), device)
 
 
-def _lap_row(native: dict[str, Any]) -> dict[str, Any]:
-    start = _when(native.get("start_time"))
-    start = start if isinstance(start, datetime) else None
+def _lap_row(native: dict[str, Any], device: bool = False) -> dict[str, Any]:
+    start = _instant(native.get("start_time"), device)
     return {
         "start_utc": start,
-        "end_utc": _end(native, start),
+        "end_utc": _end(native, start, device),
         "elapsed_s": _num(native.get("total_elapsed_time")),
         "moving_s": _num(native.get("total_timer_time")),
         "distance_m": _num(native.get("total_distance")),
@@ -282,7 +292,7 @@ def _decode(data: bytes, path: str) -> dict[str, Any]:
                     out["laps"].append(native)
                 elif name == "event":
                     when = _when(native.get("timestamp"))
-                    if native.get("event") == "timer" and isinstance(when, datetime):
+                    if native.get("event") == "timer" and when is not None:
                         out["events"].append((when, str(native.get("event_type"))))
                 elif name == "file_id":
                     out["file_ids"].append(native)
@@ -315,11 +325,40 @@ def _tell(stream: io.BytesIO) -> int | None:
         return None
 
 
-def _check_absolute(value: Any, what: str, path: str) -> None:
+def session_clock(sessions: list[dict[str, Any]], path: str) -> bool | None:
+    """The clock of the sessions' times: True device-relative, False absolute, None no time.
+
+    Raises
+    ------
+    RejectedFile
+        A session time on the other clock than the first one's.
+    """
+    device: bool | None = None
+    for i, session in enumerate(sessions):
+        for key in ("start_time", "timestamp"):
+            when = _when(session.get(key))
+            if when is None:
+                continue
+            if device is None:
+                device = isinstance(when, int)
+            else:
+                check_clock(when, device, f"session {i} {key}", path)
+    return device
+
+
+def check_clock(value: Any, device: bool, what: str, path: str) -> None:
+    """Reject a FIT time that is not on the file's clock (``device``: device-relative)."""
     if isinstance(value, int) and not isinstance(value, bool):
+        if not device:
+            raise RejectedFile(
+                f"device-relative FIT timestamps ({what} = {value} s since device power-on, "
+                f"< 0x10000000) in a file whose other times are absolute",
+                path=path,
+            )
+    elif device and isinstance(value, datetime):
         raise RejectedFile(
-            f"device-relative FIT timestamps ({what} = {value} s since device power-on, "
-            f"< 0x10000000): the file holds no absolute date or time",
+            f"absolute FIT timestamp ({what} = {value.isoformat()}) in a file whose other times are "
+            f"device-relative (seconds since device power-on)",
             path=path,
         )
 
@@ -346,8 +385,8 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
     Raises
     ------
     RejectedFile
-        Empty, truncated, bad CRC, undecodable, device-relative timestamps,
-        records without timestamps.
+        Empty, truncated, bad CRC, undecodable, absolute and device-relative
+        timestamps mixed, records without timestamps.
     SkippedFile
         A readable FIT file that is not an activity (settings, monitoring,
         ...) or an activity file with neither records nor sessions.
@@ -370,9 +409,7 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
     if not records and not sessions:
         raise SkippedFile("FIT activity file with no records and no sessions", path=path)
 
-    for session in sessions:
-        _check_absolute(_when(session.get("start_time")), "session start_time", path)
-        _check_absolute(_when(session.get("timestamp")), "session timestamp", path)
+    device = session_clock(sessions, path)
     timed = [r for r in records if r["t_utc"] is not None]
     if records and not timed:
         raise RejectedFile(f"no timestamp on any of the {len(records)} FIT records", path=path)
@@ -383,26 +420,29 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
             f"(first: record {first})",
             path=path,
         )
-    for r in timed[:1]:
-        _check_absolute(r["t_utc"], f"record {r['index']} timestamp", path)
-    if any(not isinstance(r["t_utc"], datetime) for r in timed):
-        bad = next(r for r in timed if not isinstance(r["t_utc"], datetime))
-        _check_absolute(bad["t_utc"], f"record {bad['index']} timestamp", path)
+    if device is None and timed:
+        device = isinstance(timed[0]["t_utc"], int)
+    device = bool(device)
+    for r in timed:
+        if isinstance(r["t_utc"], int) != device:
+            check_clock(r["t_utc"], device, f"record {r['index']} timestamp", path)
+    if device:
+        for r in timed:
+            r["t_utc"] = device_instant(r["t_utc"])
 
     # the device
     manufacturer, product = device_of(file_ids, decoded["creators"])
-    offset = _offset_from_activity(decoded["activity"])
+    offset = None if device else _offset_from_activity(decoded["activity"])
 
     # session windows
     if sessions:
         specs = []
         for native in sessions:
-            start = _when(native.get("start_time"))
-            specs.append({"native": native, "start": start if isinstance(start, datetime) else None})
+            specs.append({"native": native, "start": _instant(native.get("start_time"), device)})
         # a session without start_time starts with its first record after the previous one
         for i, spec in enumerate(specs):
             if spec["start"] is None:
-                prev_end = _end(specs[i - 1]["native"], specs[i - 1]["start"]) if i else None
+                prev_end = _end(specs[i - 1]["native"], specs[i - 1]["start"], device) if i else None
                 cands = [r["t_utc"] for r in timed if prev_end is None or r["t_utc"] >= prev_end]
                 spec["start"] = min(cands) if cands else prev_end
         if any(spec["start"] is None for spec in specs):
@@ -423,7 +463,7 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
     for r in timed:
         buckets[order[bisect_right(boundaries, r["t_utc"])]].append(r)
     lap_buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
-    laps = [_lap_row(lap) for lap in decoded["laps"]]
+    laps = [_lap_row(lap, device) for lap in decoded["laps"]]
     by_index = _laps_by_index(decoded["laps"], [s["native"] for s in specs])
     for i, lap in enumerate(laps):
         if by_index is not None:
@@ -431,15 +471,16 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
         elif lap["start_utc"] is not None:
             lap_buckets[order[bisect_right(boundaries, lap["start_utc"])]].append(lap)
     event_buckets: list[list[tuple[datetime, str]]] = [[] for _ in specs]
-    for t, kind in decoded["events"]:
-        if isinstance(t, datetime):
+    for when, kind in decoded["events"]:
+        t = _instant(when, device)
+        if t is not None:
             event_buckets[order[bisect_right(boundaries, t)]].append((t, kind))
 
     out: list[RawSession] = []
     for i, spec in enumerate(specs):
         native, start = spec["native"], spec["start"]
         samples = buckets[i]
-        end = _end(native, start) if sessions else None
+        end = _end(native, start, device) if sessions else None
         if samples:
             last = max(s["t_utc"] for s in samples)
             if end is None or last > end:
@@ -448,7 +489,7 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
         out.append(
             session_from_native(
                 i, native, start=start, end=end, offset=offset, manufacturer=manufacturer, product=product,
-                samples=samples, laps=lap_buckets[i], pauses=_pauses(event_buckets[i], end),
+                samples=samples, laps=lap_buckets[i], pauses=_pauses(event_buckets[i], end), device_clock=device,
             )
         )
     return out
@@ -484,6 +525,7 @@ def session_from_native(
     samples: Any,
     laps: Any,
     pauses: Any,
+    device_clock: bool = False,
 ) -> RawSession:
     """One :class:`RawSession` from a FIT ``session`` message's values (shared with the fast path)."""
     return RawSession(
@@ -510,6 +552,7 @@ def session_from_native(
         samples=samples,
         laps=laps,
         pauses=pauses,
+        device_clock=device_clock,
     )
 
 
@@ -528,4 +571,9 @@ def device_of(file_ids: list[dict[str, Any]], creators: list[dict[str, Any]]) ->
             product = creator_product
     if manufacturer is None:
         manufacturer = _text(creator.get("manufacturer"))
+    if product is not None and product.isdigit():  # an id newer than fitparse's profile: the FIT SDK's name
+        from pipeline.sources.garmin_products import GARMIN_PRODUCT_MANUFACTURERS, garmin_product_name
+
+        if manufacturer in GARMIN_PRODUCT_MANUFACTURERS:
+            product = garmin_product_name(product) or product
     return manufacturer, product

@@ -432,7 +432,7 @@ class Decoded:
     creators: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     laps: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[datetime, str]] = field(default_factory=list)
+    events: list[tuple[datetime | int, str]] = field(default_factory=list)
     activity: dict[str, Any] | None = None
     sports: list[dict[str, Any]] = field(default_factory=list)
     records: dict[str, np.ndarray] = field(default_factory=dict)  # "t" (FIT seconds) + SAMPLE_KEYS
@@ -652,7 +652,7 @@ class _Scanner:
             out.laps.append(native)
         elif name == "event":
             when = _when(native.get("timestamp"))
-            if native.get("event") == "timer" and isinstance(when, datetime):
+            if native.get("event") == "timer" and when is not None:  # datetime, or int (device-relative)
                 out.events.append((when, str(native.get("event_type"))))
         elif name == "file_id":
             out.file_ids.append(native)

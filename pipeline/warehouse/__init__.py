@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.warehouse._lock import check_unlocked
     from pipeline.warehouse.query import run_readonly_query
-    from pipeline.warehouse.store import FileLoad, Warehouse
+    from pipeline.warehouse.loads import FileLoad
+    from pipeline.warehouse.store import Warehouse
 
 __all__ = ["Warehouse", "FileLoad", "run_readonly_query", "check_unlocked"]
 
 _HOMES = {
     "Warehouse": "pipeline.warehouse.store",
-    "FileLoad": "pipeline.warehouse.store",
+    "FileLoad": "pipeline.warehouse.loads",
     "run_readonly_query": "pipeline.warehouse.query",
     "check_unlocked": "pipeline.warehouse._lock",
 }

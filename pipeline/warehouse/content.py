@@ -33,7 +33,7 @@ BOOKKEEPING_COLUMNS: dict[str, tuple[str, ...]] = {
     "athletes": ("updated_utc", "_run_id"),
     "pain_reports": ("first_seen_utc", "_run_id"),
     "pain_rows_rejected": ("_run_id",),
-    "files": ("first_seen_utc", "updated_utc", "run_id"),
+    "files": ("first_seen_utc", "updated_utc", "run_id", "mtime_ns"),
 }
 
 

@@ -375,10 +375,102 @@ JOIN activities a ON a.activity_id = o.activity_id
 JOIN paced x ON x.report_id = o.report_id;
 """
 
+#: Activities on a device's own clock (FIT seconds since power-on, no date): ``start_utc`` and
+#: ``samples.t_utc`` may be null, ``activities.device_time_s`` holds the device's start. The
+#: activities table is rebuilt (it is small) so that its columns keep the order of
+#: ``ACTIVITY_SCHEMA`` (+ ``_run_id``); ``runs`` (and so ``weekly_load`` and every stored query on
+#: it) holds only runs with a date.
+_DEVICE_CLOCK_V3 = f"""
+CREATE TABLE _activities_v3 (
+    activity_id          VARCHAR PRIMARY KEY,
+    athlete_id           VARCHAR NOT NULL,
+    sport                VARCHAR,
+    sub_sport            VARCHAR,
+    start_utc            TIMESTAMPTZ,
+    end_utc              TIMESTAMPTZ,
+    device_time_s        BIGINT,
+    utc_offset_s         INTEGER,
+    timezone             VARCHAR,
+    tz_source            VARCHAR,
+    elapsed_s            DOUBLE,
+    moving_s             DOUBLE,
+    distance_m           DOUBLE,
+    distance_source      VARCHAR,
+    avg_speed_mps        DOUBLE,
+    avg_hr_bpm           DOUBLE,
+    max_hr_bpm           DOUBLE,
+    avg_cadence_spm      DOUBLE,
+    avg_power_w          DOUBLE,
+    total_ascent_m       DOUBLE,
+    total_descent_m      DOUBLE,
+    has_gps              BOOLEAN,
+    n_samples            BIGINT,
+    device_manufacturer  VARCHAR,
+    device_product       VARCHAR,
+    source_file          VARCHAR,
+    source_format        VARCHAR,
+    source_sha256        VARCHAR,
+    session_index        INTEGER,
+    _run_id              VARCHAR NOT NULL,
+    CHECK (start_utc IS NOT NULL OR device_time_s IS NOT NULL)
+);
+INSERT INTO _activities_v3 BY NAME SELECT * FROM activities;
+DROP TABLE activities;
+ALTER TABLE _activities_v3 RENAME TO activities;
+
+ALTER TABLE samples ALTER COLUMN t_utc DROP NOT NULL;
+
+CREATE OR REPLACE VIEW runs AS
+WITH pain AS (
+    SELECT activity_id, count(*) AS n, max(severity) AS max_severity
+    FROM pain_reports
+    WHERE superseded_utc IS NULL AND status = 'matched' AND activity_id IS NOT NULL
+    GROUP BY activity_id
+),
+base AS (
+    SELECT a.*, {_LOCAL_START} AS start_local
+    FROM activities a
+    {_ZONE_JOINS}
+    WHERE a.sport IN ('running', 'trail_running', 'treadmill_running')
+      AND a.start_utc IS NOT NULL
+)
+SELECT
+    b.activity_id,
+    b.athlete_id,
+    b.sport,
+    b.sub_sport,
+    b.start_utc,
+    b.start_local,
+    CAST(b.start_local AS DATE) AS date_local,
+    b.distance_m / 1000.0 AS distance_km,
+    b.moving_s / 60.0 AS moving_min,
+    b.elapsed_s / 60.0 AS elapsed_min,
+    1000.0 * b.moving_s / nullif(b.distance_m, 0) AS pace_s_per_km,
+    b.avg_hr_bpm,
+    b.max_hr_bpm,
+    b.avg_cadence_spm,
+    b.avg_power_w,
+    b.total_ascent_m,
+    b.has_gps,
+    coalesce(p.n, 0) AS pain_reports,
+    p.max_severity AS max_pain_severity,
+    b.source_file
+FROM base b
+LEFT JOIN pain p ON p.activity_id = b.activity_id;
+"""
+
 #: ``(version, name, sql)``, applied in order. Append only.
+# The nightly job skips reading and hashing a raw file whose path, size and modification time
+# match its ledger row (pipeline.ingest): the ledger keeps the modification time it saw.
+_FILE_MTIME_V4 = """
+ALTER TABLE files ADD COLUMN mtime_ns BIGINT;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables", _TABLES_V1),
     (2, "coach views", _VIEWS_V2),
+    (3, "activities on a device clock", _DEVICE_CLOCK_V3),
+    (4, "file modification times", _FILE_MTIME_V4),
 ]
 
 _BOOKKEEPING = """

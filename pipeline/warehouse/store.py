@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -34,18 +32,16 @@ import polars as pl
 from pipeline.errors import WarehouseError
 from pipeline.schema import (
     ACTIVITY_SCHEMA,
-    LAP_SCHEMA,
     PAIN_REPORT_SCHEMA,
-    PAUSE_SCHEMA,
     RUNNING_SPORTS,
     SAMPLE_SCHEMA,
     NormalisedActivity,
     as_utc,
-    frame_from_rows,
 )
 from pipeline.warehouse._lock import WriteLock, lock_path_for
 from pipeline.warehouse.content import content_fingerprint
 from pipeline.warehouse.frames import ATHLETE_SCHEMA, REJECTED_PAIN_SCHEMA, conform
+from pipeline.warehouse.loads import CHILD_TABLES, DUPLICATE_COLUMNS, FileLoad, activity_frames, prepare_file
 from pipeline.warehouse.migrations import apply_migrations
 from pipeline.warehouse.overlap import OverlapIndex, best_overlap
 
@@ -70,34 +66,11 @@ LEDGER_KEYS = frozenset(
         "athlete_id",
         "run_id",
         "first_seen_utc",
+        "mtime_ns",
     }
 )
 
-#: Per-activity tables and the column each activity's rows are stored in order of (rows are
-#: appended activity by activity, so a run's samples lie together, in time order).
-_CHILD_TABLES = (
-    ("samples", SAMPLE_SCHEMA, "t_utc"),
-    ("laps", LAP_SCHEMA, "lap_index"),
-    ("pauses", PAUSE_SCHEMA, "pause_index"),
-)
-
 _PAIN_JOIN_COLUMNS = [c for c in PAIN_REPORT_SCHEMA if c != "report_id"]
-
-#: What ``activity_duplicates`` keeps of a duplicate's activity row (plus duplicate_of, _run_id).
-_DUPLICATE_COLUMNS = [
-    "activity_id",
-    "athlete_id",
-    "sport",
-    "start_utc",
-    "end_utc",
-    "distance_m",
-    "n_samples",
-    "device_manufacturer",
-    "device_product",
-    "source_file",
-    "source_sha256",
-]
-
 
 #: The ``files`` table as a frame (the ledger rows of a batch go in through Arrow).
 _LEDGER_SCHEMA: dict[str, pl.DataType] = {
@@ -113,23 +86,13 @@ _LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "first_seen_utc": pl.Datetime("us", "UTC"),
     "updated_utc": pl.Datetime("us", "UTC"),
     "run_id": pl.String(),
+    "mtime_ns": pl.Int64(),
 }
 
 
-@dataclass(frozen=True)
-class FileLoad:
-    """One source file for :meth:`Warehouse.load_files` (the arguments of :meth:`Warehouse.load_file`)."""
-
-    ledger: dict[str, Any]
-    activities: list[NormalisedActivity]
-    duplicates: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _PreparedFile:
-    row: dict[str, Any]
-    activities: list[tuple[str, pl.DataFrame, list[tuple[str, pl.DataFrame]]]]
-    duplicates: dict[str, str]
+#: DuckDB buffer pool of the writer (see :meth:`Warehouse.open`): with two decoder
+#: processes the ingest's process tree stays under 1.5 GB (docs/performance.md).
+WRITER_MEMORY_LIMIT = "640MB"
 
 
 def _now() -> datetime:
@@ -161,7 +124,9 @@ class Warehouse:
     # ------------------------------------------------------------------ open/close
 
     @classmethod
-    def open(cls, path: Path, *, wait: bool = False, timeout_s: float | None = None) -> Warehouse:
+    def open(
+        cls, path: Path, *, wait: bool = False, timeout_s: float | None = None, memory_limit: str = WRITER_MEMORY_LIMIT
+    ) -> Warehouse:
         """Lock, open (creating it and its folder) and migrate the warehouse at ``path``.
 
         Parameters
@@ -173,6 +138,11 @@ class Warehouse:
             retry until it is free, for up to ``timeout_s`` seconds.
         timeout_s
             How long ``wait=True`` waits; None (the default): for ever.
+        memory_limit
+            DuckDB's ``memory_limit`` for this connection (its buffer pool; beyond
+            it DuckDB evicts written blocks and spills to ``<path>.tmp``). DuckDB's
+            own default is 80 % of the machine's memory, which a long backfill
+            fills with blocks it no longer needs.
 
         Raises
         ------
@@ -190,7 +160,7 @@ class Warehouse:
         lock.acquire(wait=wait, timeout_s=timeout_s)
         try:
             try:
-                con = duckdb.connect(str(path))
+                con = duckdb.connect(str(path), config={"memory_limit": memory_limit})
             except duckdb.Error as exc:
                 raise WarehouseError(
                     f"{path}: cannot open the warehouse (is another program, e.g. a duckdb CLI, "
@@ -397,8 +367,9 @@ class Warehouse:
         row["activity_ids"] = list(ids) if ids is not None else None
         first = row["first_seen_utc"]
         row["first_seen_utc"] = as_utc(first) if isinstance(first, datetime) else _now()
-        if row["size_bytes"] is not None:
-            row["size_bytes"] = int(row["size_bytes"])
+        for key in ("size_bytes", "mtime_ns"):
+            if row[key] is not None:
+                row[key] = int(row[key])
         return row
 
     def _upsert_ledger(self, row: dict[str, Any]) -> None:
@@ -418,20 +389,21 @@ class Warehouse:
             "ath": row["athlete_id"],
             "now": _now(),
             "run": row["run_id"],
+            "mtime": row["mtime_ns"],
         }
         if existing:
             self._exec(
                 "UPDATE files SET size_bytes = $size, format = $fmt, status = $status, reason = $reason, "
                 "activity_ids = CAST($ids AS VARCHAR[]), duplicate_of = $dup, athlete_id = $ath, "
-                "updated_utc = $now, run_id = $run WHERE sha256 = $sha AND path = $path",
+                "updated_utc = $now, run_id = $run, mtime_ns = $mtime WHERE sha256 = $sha AND path = $path",
                 params,
             )
         else:
             params["first"] = row["first_seen_utc"]
             self._exec(
                 "INSERT INTO files (path, sha256, size_bytes, format, status, reason, activity_ids, "
-                "duplicate_of, athlete_id, first_seen_utc, updated_utc, run_id) VALUES ($path, $sha, $size, "
-                "$fmt, $status, $reason, CAST($ids AS VARCHAR[]), $dup, $ath, $first, $now, $run)",
+                "duplicate_of, athlete_id, first_seen_utc, updated_utc, run_id, mtime_ns) VALUES ($path, $sha, $size, "
+                "$fmt, $status, $reason, CAST($ids AS VARCHAR[]), $dup, $ath, $first, $now, $run, $mtime)",
                 params,
             )
 
@@ -461,40 +433,6 @@ class Warehouse:
             self._upsert_ledger(row)
 
     # ------------------------------------------------------------------ activities
-
-    @staticmethod
-    def _activity_frames(rows: list[tuple[dict[str, Any], str]]) -> list[pl.DataFrame]:
-        """One-row ``ACTIVITY_SCHEMA`` frames of ``(activity row, where)`` pairs, built as one frame.
-
-        A key outside the schema, a value that does not fit or one that would
-        become null (a wrong type) is an error naming its ``where``.
-        """
-        for row, where in rows:
-            unknown = sorted(set(row) - set(ACTIVITY_SCHEMA))
-            if unknown:
-                raise WarehouseError(f"{where}: activity has keys outside ACTIVITY_SCHEMA: {unknown}")
-        try:
-            frame = frame_from_rows([row for row, _ in rows], ACTIVITY_SCHEMA)
-        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
-            for row, where in rows:  # which one
-                try:
-                    frame_from_rows([row], ACTIVITY_SCHEMA)
-                except (pl.exceptions.PolarsError, TypeError, ValueError) as one:
-                    raise WarehouseError(f"{where}: activity row does not fit ACTIVITY_SCHEMA: {one}") from one
-            raise WarehouseError(f"{rows[0][1]}: activity rows do not fit ACTIVITY_SCHEMA: {exc}") from exc
-        names = list(ACTIVITY_SCHEMA)
-        nulls = frame.select(pl.all().is_null()).rows()
-        for (row, where), is_null in zip(rows, nulls, strict=True):
-            lost = [
-                name
-                for name, null in zip(names, is_null, strict=True)
-                if null
-                and row.get(name) is not None
-                and not (isinstance(row[name], float) and math.isnan(row[name]))
-            ]
-            if lost:
-                raise WarehouseError(f"{where}: activity values of the wrong type for {lost}")
-        return [frame.slice(i, 1) for i in range(frame.height)]
 
     def load_file(
         self,
@@ -562,23 +500,23 @@ class Warehouse:
                 continue
             known.add(row["sha256"])
             todo.append((file, row))
-        frames = iter(self._activity_frames([
+        frames = iter(activity_frames([
             (act.activity, f"{row['path']} activity {act.activity_id}") for file, row in todo for act in file.activities
         ]))
         prepared = [
-            self._prepare_file(row, [(act, next(frames)) for act in file.activities], dict(file.duplicates))
+            prepare_file(row, [(act, next(frames)) for act in file.activities], dict(file.duplicates))
             for file, row in todo
         ]
         if not prepared:
             return
 
         tables: dict[str, list[pl.DataFrame]] = {"activities": [], "activity_duplicates": []}
-        tables.update({table: [] for table, _, _ in _CHILD_TABLES})
+        tables.update({table: [] for table, _, _ in CHILD_TABLES})
         targets: set[str] = set()
         for p in prepared:
             for aid, frame, children in p.activities:
                 if aid in p.duplicates:
-                    tables["activity_duplicates"].append(frame.select(_DUPLICATE_COLUMNS).with_columns(
+                    tables["activity_duplicates"].append(frame.select(DUPLICATE_COLUMNS).with_columns(
                         duplicate_of=pl.lit(p.duplicates[aid], dtype=pl.String())
                     ))
                 else:
@@ -607,57 +545,6 @@ class Warehouse:
             n_samples = sum(df.height for _, _, ch in p.activities for t, df in ch if t == "samples")
             log.info("%s: loaded %d activities (%d duplicates recorded), %d samples",
                      p.row["path"], len(p.activities) - len(p.duplicates), len(p.duplicates), n_samples)
-
-    def _prepare_file(
-        self, row: dict[str, Any], pairs: list[tuple[NormalisedActivity, pl.DataFrame]], duplicates: dict[str, str]
-    ) -> _PreparedFile:
-        """Check one file of a load (its activities with their row frames); nothing is written."""
-        where = row["path"]
-        activities = [act for act, _ in pairs]
-        if not activities:
-            raise WarehouseError(f"{where}: load_file without activities; use record_file (skipped/rejected)")
-        ids = [a.activity_id for a in activities]
-        if len(set(ids)) != len(ids):
-            raise WarehouseError(f"{where}: activity ids repeat within the file: {ids}")
-        stray = sorted(set(duplicates) - set(ids))
-        if stray:
-            raise WarehouseError(f"{where}: duplicates name activities not in this file: {stray}")
-        circular = sorted(k for k, v in duplicates.items() if v in duplicates or v == k)
-        if circular:
-            raise WarehouseError(f"{where}: duplicates point at other duplicates: {circular}")
-
-        prepared = []
-        for act, frame in pairs:
-            aid = act.activity_id
-            what = f"{where} activity {aid}"
-            sha = frame["source_sha256"][0]
-            if sha is not None and sha != row["sha256"]:
-                raise WarehouseError(f"{what}: source_sha256 {sha} differs from the ledger's {row['sha256']}")
-            children = []
-            if aid not in duplicates:
-                for table, schema, order in _CHILD_TABLES:
-                    df = conform(getattr(act, table), schema, f"{what} {table}")
-                    if not df[order].is_sorted(nulls_last=True):
-                        df = df.sort(order, nulls_last=True, maintain_order=True)
-                    ids_col = df["activity_id"]
-                    foreign = ids_col.null_count() + (ids_col != aid).sum()
-                    if foreign:
-                        raise WarehouseError(f"{what} {table}: {foreign} rows carry another activity_id")
-                    if df.height:
-                        children.append((table, df))
-            prepared.append((aid, frame, children))
-
-        if row["status"] is None:
-            row["status"] = "duplicate" if all(aid in duplicates for aid in ids) else "loaded"
-        if row["status"] not in ("loaded", "duplicate"):
-            raise WarehouseError(f"{where}: load_file status must be loaded or duplicate (got {row['status']!r})")
-        if row["activity_ids"] is None:
-            row["activity_ids"] = ids
-        if row["duplicate_of"] is None and row["status"] == "duplicate":
-            row["duplicate_of"] = ",".join(dict.fromkeys(duplicates.values()))
-        if row["athlete_id"] is None:
-            row["athlete_id"] = activities[0].activity.get("athlete_id")
-        return _PreparedFile(row=row, activities=prepared, duplicates=duplicates)
 
     def _insert_ledger(self, rows: list[dict[str, Any]]) -> None:
         """Ledger rows of loaded files: new (sha256, path) keys in one append, known ones updated."""
@@ -747,7 +634,7 @@ class Warehouse:
             cols = ", ".join(f's."{c}"' for c in SAMPLE_SCHEMA)
             df = self._frame(
                 f"SELECT {cols} FROM samples s SEMI JOIN {view} i ON s.activity_id = i.activity_id "
-                "ORDER BY s.activity_id, s.t_utc"
+                "ORDER BY s.activity_id, s.t_utc, s.elapsed_s"
             )
         finally:
             self._db.unregister(view)
