@@ -92,7 +92,7 @@ _LEDGER_SCHEMA: dict[str, pl.DataType] = {
 
 #: DuckDB buffer pool of the writer (see :meth:`Warehouse.open`): with two decoder
 #: processes the ingest's process tree stays under 1.5 GB (docs/performance.md).
-WRITER_MEMORY_LIMIT = "640MB"
+WRITER_MEMORY_LIMIT = "384MB"
 
 
 def _now() -> datetime:
