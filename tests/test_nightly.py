@@ -110,8 +110,12 @@ def test_the_fingerprint_ignores_bookkeeping_only(sim_ingested: dict[str, Any], 
             wh.query(f"UPDATE {table} SET {sets}")
         wh.query("INSERT INTO _ingest_runs (run_id, command, started_utc, status) VALUES ('x', 'y', now(), 'ok')")
         assert wh.content_fingerprint() == before
-        wh.query("UPDATE samples SET hr_bpm = hr_bpm + 1 WHERE rowid = (SELECT min(rowid) FROM samples)")
-        assert wh.content_fingerprint() != before
+        wh.query("UPDATE activities SET avg_hr_bpm = avg_hr_bpm + 1 WHERE rowid = (SELECT min(rowid) FROM activities)")
+        changed = wh.content_fingerprint()
+        assert changed != before
+        # samples, laps and pauses are counted (written only with their activity row)
+        wh.query("DELETE FROM samples WHERE rowid = (SELECT min(rowid) FROM samples)")
+        assert wh.content_fingerprint() not in (before, changed)
 
 
 # ---------------------------------------------------------------------- docs/operations.md

@@ -1174,3 +1174,21 @@ def test_the_early_lock_check_imports_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
                          check=True, timeout=60).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_snapshot_copy_is_byte_exact_with_or_without_copy_file_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: bool
+) -> None:
+    from pipeline.warehouse.store import _copy_file
+
+    if not kernel:
+        def refuse(*_args: Any) -> int:
+            raise OSError(95, "Operation not supported")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    data = os.urandom(3 * (1 << 20) + 12345)
+    (tmp_path / "src").write_bytes(data)
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "wb") as out:
+        _copy_file(src, out)
+    assert (tmp_path / "dst").read_bytes() == data
