@@ -13,6 +13,7 @@ after its pain report still gets matched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -27,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.analysis.onset import join_pain_onsets
+from pipeline.analysis.onset import TRACK_COLUMNS, join_pain_onsets
 from pipeline.config import Settings
 from pipeline.errors import InputError, PainRowError, RejectedFile, SkippedFile
 from pipeline.normalise import read_activities
@@ -564,7 +565,7 @@ def _ingest_pain(
     joined = join_pain_onsets(
         reports,
         wh.activities(running_only=True),
-        wh.samples_for,
+        functools.partial(wh.samples_for, columns=TRACK_COLUMNS),
         timezones=timezones,
         after_window_h=settings.after_window_h,
     )

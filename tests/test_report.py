@@ -625,18 +625,19 @@ def test_drift_leaves_wide_range_onsets_out_of_the_summary() -> None:
 # --------------------------------------------------------------------------- performance
 
 
-def _club(n_athletes: int, n_runs: int) -> DuckReader:
+def _club(n_athletes: int, n_runs: int, *, all_samples: bool = False) -> DuckReader:
     acts, samples, pains = [], [], []
     for a in range(n_athletes):
         athlete = f"ath{a}"
         for i in range(n_runs):
             start = GENERATED - timedelta(days=2 * (n_runs - i), hours=a)
-            with_samples = i % 4 == 3
+            with_samples = i % 4 == 3 or all_samples
             act, s = _run(f"{athlete}-{i:03d}", athlete, start, seconds=3000 + 60 * (i % 7), speed=3.0,
                           with_samples=with_samples, change_at_s=1500)
             acts.append(act)
             if with_samples:
                 samples.append(s)
+            if i % 4 == 3:
                 pains.append(_matched(f"p-{athlete}-{i}", athlete, s, 2000))
     return DuckReader(
         {
@@ -702,3 +703,23 @@ def test_older_runs_with_pain_go_to_a_page_per_year_rewritten_only_when_changed(
     render_reports(reader, out, generated_utc=GENERATED, recent_pain_runs=len(pain_runs))
     assert sorted(p.name for p in (out / "ath0").iterdir()) == ["index.html"]
     assert sections("index.html") == pain_runs
+
+
+def test_the_club_analysis_reads_the_samples_once_and_agrees_with_each_athlete() -> None:
+    from polars.testing import assert_frame_equal
+
+    from pipeline.report.data import analyse_athlete, analyse_club, load_athletes, table_names
+
+    reader = _club(3, 30, all_samples=True)  # every run has samples: pain-free ones are the reference
+    tables = table_names(reader)
+    athletes = load_athletes(reader)
+    club = analyse_club(reader, athletes, tables=tables)
+    assert [r.athlete.athlete_id for r in club] == [a.athlete_id for a in athletes]
+    for athlete, together in zip(athletes, club, strict=True):
+        alone = analyse_athlete(reader, athlete, tables=tables)
+        for name in ("activities", "pain", "samples", "drift", "factors", "links", "weekly"):
+            # float sums in another order may differ in the last bits
+            assert_frame_equal(getattr(together, name), getattr(alone, name), check_exact=False, rel_tol=1e-9,
+                               abs_tol=1e-9)
+        assert together.samples["activity_id"].is_in(alone.activities["activity_id"].implode()).all()
+        assert together.n_reference_runs == alone.n_reference_runs > 0

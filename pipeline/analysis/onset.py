@@ -47,8 +47,11 @@ logger = logging.getLogger(__name__)
 CLOCK_NEAREST_S = 5.0
 #: A ``run`` column ``HH:MM`` matches runs whose local start is within this, seconds.
 RUN_HINT_TOLERANCE_S = 600.0
-#: Activity ids per ``samples_for`` call.
-SAMPLES_BATCH = 64
+#: Activity ids per ``samples_for`` call (each call is one scan of the samples table, so few
+#: and large: 1,024 runs of ~4,000 samples in the TRACK_COLUMNS are ~150 MB).
+SAMPLES_BATCH = 1024
+#: The sample columns the join reads (``samples_for`` may return only these).
+TRACK_COLUMNS = ("activity_id", "t_utc", "elapsed_s", "moving_s", "distance_m")
 
 #: The columns :func:`join_pain_onsets` (re)computes.
 JOIN_COLUMNS = (
@@ -548,7 +551,7 @@ def _load_tracks(ids: list[str], samples_for: Callable[[list[str]], pl.DataFrame
         batch = ids[lo : lo + SAMPLES_BATCH]
         frame = samples_for(batch)
         frame = (
-            frame.select("activity_id", "t_utc", "elapsed_s", "moving_s", "distance_m")
+            frame.select(*TRACK_COLUMNS)
             .filter(pl.col("activity_id").is_in(batch) & pl.col("t_utc").is_not_null())
             .with_columns(pl.col("t_utc").dt.epoch("us").alias("t_us"))
             .sort("activity_id", "t_us", maintain_order=True)

@@ -24,6 +24,7 @@ from pipeline.schema import RUNNING_SPORTS
 __all__ = [
     "Reader", "Athlete", "AthleteReport", "JOINED_STATUS", "REFERENCE_RUNS", "load_athletes", "table_names",
     "analyse_athlete",
+    "analyse_club",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,91 @@ def table_names(reader: Reader) -> set[str]:
     return {str(n) for n in names}
 
 
+def _unique_clause(tables: set[str]) -> str:
+    # The same run recorded twice (a FIT and a GPX export, say) counts once.
+    return (
+        " AND activity_id NOT IN (SELECT activity_id FROM activity_duplicates)"
+        if "activity_duplicates" in tables
+        else ""
+    )
+
+
+def _athlete_rows(reader: Reader, athlete: Athlete, tables: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The athlete's activities (device-clock runs last) and current pain reports."""
+    a = {"a": athlete.athlete_id}
+    unique = _unique_clause(tables)
+    activities = utc_frame(
+        reader.query(
+            f"SELECT * FROM activities WHERE athlete_id = $a{unique} ORDER BY start_utc NULLS LAST, device_time_s", a
+        )
+    )
+    pain = utc_frame(
+        reader.query(
+            "SELECT * FROM pain_reports WHERE athlete_id = $a AND superseded_utc IS NULL "
+            "ORDER BY date_local NULLS LAST, source_file, line",
+            a,
+        )
+    )
+    return activities, pain
+
+
+def _reference_ids(activities: pl.DataFrame, pain: pl.DataFrame) -> list[str]:
+    """The drift reference: the most recent runs with no pain report of any kind linked to them."""
+    runs = running_only(activities)
+    hurt = pain.filter(pl.col("activity_id").is_not_null())["activity_id"].implode()
+    return (
+        runs.filter(~pl.col("activity_id").is_in(hurt)).sort("start_utc", descending=True)
+        .head(REFERENCE_RUNS)["activity_id"].to_list()
+    )
+
+
+def _pain_samples(reader: Reader, athlete_id: str | None) -> pl.DataFrame:
+    """Samples of the runs with a joined, current pain report (of one athlete, or of all)."""
+    who = "p.athlete_id = $a AND x.athlete_id = $a" if athlete_id is not None else "p.athlete_id = x.athlete_id"
+    return utc_frame(
+        reader.query(
+            f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE activity_id IN ("
+            f" SELECT p.activity_id FROM pain_reports p JOIN activities x USING (activity_id)"
+            f" WHERE {who} AND p.superseded_utc IS NULL"
+            f" AND p.status = '{JOINED_STATUS}') ORDER BY activity_id, elapsed_s",
+            {"a": athlete_id} if athlete_id is not None else None,
+        )
+    )
+
+
+def _reference_samples(reader: Reader, ids: list[str]) -> pl.DataFrame:
+    return utc_frame(
+        reader.query(
+            f"SELECT {_REFERENCE_COLUMNS} FROM samples WHERE activity_id IN (SELECT unnest($ids::VARCHAR[])) "
+            "ORDER BY activity_id, elapsed_s",
+            {"ids": ids},
+        )
+    )
+
+
+def analyse_club(reader: Reader, athletes: list[Athlete], *, tables: set[str]) -> list[AthleteReport]:
+    """:func:`analyse_athlete` for every athlete, reading the samples in two scans in all.
+
+    Each query of the samples table scans it; after years of history that is
+    hundreds of millions of rows, so the samples of every athlete's runs with
+    pain, and of every athlete's reference runs, are read at once and split.
+    """
+    rows = {a.athlete_id: _athlete_rows(reader, a, tables) for a in athletes}
+    refs = {aid: _reference_ids(acts, pain) for aid, (acts, pain) in rows.items()}
+    all_pain = _pain_samples(reader, None)
+    wanted = [i for ids in refs.values() for i in ids]
+    all_ref = _reference_samples(reader, wanted) if wanted else None
+    out = []
+    for athlete in athletes:
+        activities, pain = rows[athlete.athlete_id]
+        own = activities["activity_id"].implode()
+        samples = all_pain.filter(pl.col("activity_id").is_in(own))
+        ids = refs[athlete.athlete_id]
+        reference = all_ref.filter(pl.col("activity_id").is_in(ids)) if all_ref is not None and ids else None
+        out.append(_analyse(athlete, activities, pain, samples, reference))
+    return out
+
+
 def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> AthleteReport:
     """Fetch one athlete's rows and compute load, flags, ACWR, drift, pain-free distance and links.
 
@@ -176,50 +262,23 @@ def analyse_athlete(reader: Reader, athlete: Athlete, *, tables: set[str]) -> At
         athlete's :data:`REFERENCE_RUNS` most recent pain-free runs are read
         for the drift reference and not kept.
     """
-    a = {"a": athlete.athlete_id}
-    # The same run recorded twice (a FIT and a GPX export, say) counts once.
-    unique = (
-        " AND activity_id NOT IN (SELECT activity_id FROM activity_duplicates)"
-        if "activity_duplicates" in tables
-        else ""
-    )
-    # runs on a device clock (start_utc null) come last; running_only() keeps them out of the analysis
-    activities = utc_frame(
-        reader.query(
-            f"SELECT * FROM activities WHERE athlete_id = $a{unique} ORDER BY start_utc NULLS LAST, device_time_s", a
-        )
-    )
-    pain = utc_frame(
-        reader.query(
-            "SELECT * FROM pain_reports WHERE athlete_id = $a AND superseded_utc IS NULL "
-            "ORDER BY date_local NULLS LAST, source_file, line",
-            a,
-        )
-    )
-    samples = utc_frame(
-        reader.query(
-            f"SELECT {_SAMPLE_COLUMNS} FROM samples WHERE activity_id IN ("
-            " SELECT p.activity_id FROM pain_reports p JOIN activities x USING (activity_id)"
-            " WHERE p.athlete_id = $a AND x.athlete_id = $a AND p.superseded_utc IS NULL"
-            f" AND p.status = '{JOINED_STATUS}') ORDER BY activity_id, elapsed_s",
-            a,
-        )
-    )
+    activities, pain = _athlete_rows(reader, athlete, tables)
+    samples = _pain_samples(reader, athlete.athlete_id)
+    own = activities["activity_id"].implode()
+    samples = samples.filter(pl.col("activity_id").is_in(own))
+    ids = _reference_ids(activities, pain)
+    reference = _reference_samples(reader, ids) if ids else None
+    return _analyse(athlete, activities, pain, samples, reference)
+
+
+def _analyse(
+    athlete: Athlete,
+    activities: pl.DataFrame,
+    pain: pl.DataFrame,
+    samples: pl.DataFrame,
+    reference: pl.DataFrame | None,
+) -> AthleteReport:
     runs = running_only(activities)
-    # the drift reference: the most recent runs with no pain report of any kind linked to them
-    hurt = pain.filter(pl.col("activity_id").is_not_null())["activity_id"].implode()
-    free_ids = (
-        runs.filter(~pl.col("activity_id").is_in(hurt)).sort("start_utc", descending=True)
-        .head(REFERENCE_RUNS)["activity_id"].to_list()
-    )
-    reference = utc_frame(
-        reader.query(
-            f"SELECT {_REFERENCE_COLUMNS} FROM samples WHERE activity_id IN (SELECT unnest($ids::VARCHAR[])) "
-            "AND activity_id IN (SELECT activity_id FROM activities WHERE athlete_id = $a) "
-            "ORDER BY activity_id, elapsed_s",
-            {"a": athlete.athlete_id, "ids": free_ids},
-        )
-    ) if free_ids else None
     tz = athlete.timezone
     weekly = ramp_flags(weekly_load(activities, tz=tz))
     spikes = long_run_spikes(activities).with_columns(

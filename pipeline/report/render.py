@@ -17,7 +17,7 @@ import polars as pl
 
 from pipeline.analysis.links import club_links
 from pipeline.report.athlete_page import athlete_page
-from pipeline.report.data import Reader, analyse_athlete, load_athletes, table_names
+from pipeline.report.data import Reader, analyse_club, load_athletes, table_names
 from pipeline.report.fmt import athlete_dir_name
 from pipeline.report.overview import index_page
 from pipeline.report.pain_runs import RECENT_PAIN_RUNS, pain_runs, write_year_pages
@@ -76,7 +76,7 @@ def render_reports(
         if "pain_rows_rejected" in tables
         else pl.DataFrame(schema={"source_file": pl.String(), "line": pl.Int32(), "reason": pl.String()})
     )
-    reports = [analyse_athlete(reader, athlete, tables=tables) for athlete in load_athletes(reader)]
+    reports = analyse_club(reader, load_athletes(reader), tables=tables)
     paths = []
     runs_by_athlete = {}
     for rep in reports:

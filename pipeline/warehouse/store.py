@@ -644,20 +644,31 @@ class Warehouse:
         )
         return conform(df, ACTIVITY_SCHEMA, "activities")
 
-    def samples_for(self, activity_ids: list[str]) -> pl.DataFrame:
-        """Samples of ``activity_ids`` in :data:`SAMPLE_SCHEMA`, by activity_id then t_utc."""
+    def samples_for(self, activity_ids: list[str], *, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """Samples of ``activity_ids`` in :data:`SAMPLE_SCHEMA`, by activity_id then t_utc.
+
+        ``columns`` (a subset of the schema's, ``activity_id`` always included)
+        keeps the frame small when a caller needs a few of them.
+        """
+        schema = SAMPLE_SCHEMA
+        if columns is not None:
+            unknown = sorted(set(columns) - set(SAMPLE_SCHEMA))
+            if unknown:
+                raise WarehouseError(f"samples_for: unknown columns {unknown}")
+            wanted = {"activity_id", *columns}
+            schema = {name: dtype for name, dtype in SAMPLE_SCHEMA.items() if name in wanted}
         ids = pl.DataFrame({"activity_id": list(dict.fromkeys(activity_ids))}, schema={"activity_id": pl.String()})
         view = f"_ids_{uuid.uuid4().hex[:8]}"
         self._db.register(view, ids.to_arrow())
         try:
-            cols = ", ".join(f's."{c}"' for c in SAMPLE_SCHEMA)
+            cols = ", ".join(f's."{c}"' for c in schema)
             df = self._frame(
                 f"SELECT {cols} FROM samples s SEMI JOIN {view} i ON s.activity_id = i.activity_id "
                 "ORDER BY s.activity_id, s.t_utc, s.elapsed_s"
             )
         finally:
             self._db.unregister(view)
-        return conform(df, SAMPLE_SCHEMA, "samples")
+        return conform(df, schema, "samples")
 
     # ------------------------------------------------------------------ athletes, pain
 
