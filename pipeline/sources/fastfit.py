@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from bisect import bisect_right
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,13 +36,12 @@ from pipeline.sources.fit import (
     DEVICE_RELATIVE_LIMIT,
     _end,
     _instant,
-    _lap_row,
-    _laps_by_index,
     _offset_from_activity,
     _pauses,
     _text,
     check_clock,
     device_of,
+    laps_and_events_by_session,
     session_clock,
     session_from_native,
 )
@@ -147,19 +145,9 @@ def _sessions(decoded: Decoded, path: str) -> list[RawSession]:
     boundaries = starts[1:]
     bounds_us = np.array([us_from_datetime(b) for b in boundaries], dtype=np.int64)
     bucket = np.asarray(order, dtype=np.int64)[np.searchsorted(bounds_us, t_us, side="right")]
-    lap_buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
-    laps = [_lap_row(lap, device) for lap in decoded.laps]
-    by_index = _laps_by_index(decoded.laps, [s["native"] for s in specs])
-    for i, lap in enumerate(laps):
-        if by_index is not None:
-            lap_buckets[by_index[i]].append(lap)
-        elif lap["start_utc"] is not None:
-            lap_buckets[order[bisect_right(boundaries, lap["start_utc"])]].append(lap)
-    event_buckets: list[list[tuple[datetime, str]]] = [[] for _ in specs]
-    for value, kind in decoded.events:
-        when = _instant(value, device)
-        if when is not None:
-            event_buckets[order[bisect_right(boundaries, when)]].append((when, kind))
+    lap_buckets, event_buckets = laps_and_events_by_session(
+        specs, order, boundaries, decoded.laps, decoded.events, device
+    )
 
     index = np.arange(n, dtype=np.int64)
     out: list[RawSession] = []

@@ -462,19 +462,9 @@ def read_fit(data: bytes, *, path: str, fast: bool = True) -> list[RawSession]:
     buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
     for r in timed:
         buckets[order[bisect_right(boundaries, r["t_utc"])]].append(r)
-    lap_buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
-    laps = [_lap_row(lap, device) for lap in decoded["laps"]]
-    by_index = _laps_by_index(decoded["laps"], [s["native"] for s in specs])
-    for i, lap in enumerate(laps):
-        if by_index is not None:
-            lap_buckets[by_index[i]].append(lap)
-        elif lap["start_utc"] is not None:
-            lap_buckets[order[bisect_right(boundaries, lap["start_utc"])]].append(lap)
-    event_buckets: list[list[tuple[datetime, str]]] = [[] for _ in specs]
-    for when, kind in decoded["events"]:
-        t = _instant(when, device)
-        if t is not None:
-            event_buckets[order[bisect_right(boundaries, t)]].append((t, kind))
+    lap_buckets, event_buckets = laps_and_events_by_session(
+        specs, order, boundaries, decoded["laps"], decoded["events"], device
+    )
 
     out: list[RawSession] = []
     for i, spec in enumerate(specs):
@@ -554,6 +544,37 @@ def session_from_native(
         pauses=pauses,
         device_clock=device_clock,
     )
+
+
+def laps_and_events_by_session(
+    specs: list[dict[str, Any]],
+    order: list[int],
+    boundaries: list[datetime],
+    raw_laps: list[dict[str, Any]],
+    events: list[tuple[Any, str]],
+    device: bool,
+) -> tuple[list[list[dict[str, Any]]], list[list[tuple[datetime, str]]]]:
+    """Each lap and timer event to its session (shared with the fast path).
+
+    A lap goes to the session its index range names when the sessions give
+    one, else to the session its start falls in; an event to the session its
+    time falls in. ``specs`` are the sessions, ``order`` their indices by
+    start, ``boundaries`` the starts of all but the first in that order.
+    """
+    lap_buckets: list[list[dict[str, Any]]] = [[] for _ in specs]
+    laps = [_lap_row(lap, device) for lap in raw_laps]
+    by_index = _laps_by_index(raw_laps, [s["native"] for s in specs])
+    for i, lap in enumerate(laps):
+        if by_index is not None:
+            lap_buckets[by_index[i]].append(lap)
+        elif lap["start_utc"] is not None:
+            lap_buckets[order[bisect_right(boundaries, lap["start_utc"])]].append(lap)
+    event_buckets: list[list[tuple[datetime, str]]] = [[] for _ in specs]
+    for value, kind in events:
+        when = _instant(value, device)
+        if when is not None:
+            event_buckets[order[bisect_right(boundaries, when)]].append((when, kind))
+    return lap_buckets, event_buckets
 
 
 def device_of(file_ids: list[dict[str, Any]], creators: list[dict[str, Any]]) -> tuple[str | None, str | None]:
