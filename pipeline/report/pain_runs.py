@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,15 +66,15 @@ class PainRuns:
     #: How many of the newest are charted on the athlete page.
     recent: int
 
-    @property
-    def ids(self) -> set[str]:
-        return {run for run, _ in self.runs}
+    @cached_property
+    def ids(self) -> frozenset[str]:
+        return frozenset(run for run, _ in self.runs)
 
-    @property
+    @cached_property
     def on_page(self) -> list[str]:
         return [run for run, _ in self.runs[len(self.runs) - self.recent:]] if self.recent else []
 
-    @property
+    @cached_property
     def by_year(self) -> dict[int, list[str]]:
         """The older runs by year (those not on the athlete page)."""
         out: dict[int, list[str]] = {}
@@ -81,13 +82,16 @@ class PainRuns:
             out.setdefault(year, []).append(run)
         return out
 
+    @cached_property
+    def _pages(self) -> dict[str, str]:
+        """Run -> the page its chart is on, relative to the athlete page ("" for that page itself)."""
+        pages = {run: year_page_name(year) for run, year in self.runs}
+        pages.update(dict.fromkeys(self.on_page, ""))
+        return pages
+
     def href(self, run_id: str) -> str:
         """Where ``run_id``'s chart is, relative to the athlete page."""
-        anchor = f"#{run_anchor(run_id)}"
-        if run_id in set(self.on_page):
-            return anchor
-        year = dict(self.runs)[run_id]
-        return year_page_name(year) + anchor
+        return self._pages[run_id] + f"#{run_anchor(run_id)}"
 
 
 def _matched(rep: AthleteReport) -> pl.DataFrame:
