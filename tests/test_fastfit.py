@@ -255,7 +255,9 @@ class _Fit:
 
 
 def _activity(*, n: int = 40, big: bool = False, compressed: bool = False, stryd: bool = False,
-              header_crc: bool = True, sport: int = 1, start: int = T0, other_clock_at: int | None = None) -> bytes:
+              header_crc: bool = True, sport: int = 1, start: int = T0, other_clock_at: int | None = None,
+              between: bool = False) -> bytes:
+    """A small run; ``between``: most records followed by hrv and gps_metadata messages, as newer watches write."""
     w = _Fit()
     w.define(0, 0, [(0, ENUM, 1), (1, UINT16, 2), (2, UINT16, 2), (4, UINT32, 4)], big=big)
     w.data(0, 4, 1, 1623, start)
@@ -274,8 +276,13 @@ def _activity(*, n: int = 40, big: bool = False, compressed: bool = False, stryd
     w.define(4, 20, record, big=big, dev=dev)
     if compressed:  # same layout without the timestamp: it comes from the header
         w.define(1, 20, record[1:], big=big, dev=dev)
+    if between:
+        w.define(8, 78, [(0, UINT16, 2)], big=big)  # hrv: no timestamp
+        w.define(9, 160, [(253, UINT32, 4), (1, UINT16, 2)], big=big)  # gps_metadata: a timestamp
     for i in range(n):
         t = start + i + (30 if i > 20 else 0)  # a 30 s pause after record 20
+        if between and i >= 32:  # a gap of over 32 s that only record 32's own timestamp spans
+            t += 64
         if i == other_clock_at:  # one record on the other clock (absolute <-> device-relative)
             t = t - start + (T0 if start == DEVICE_T0 else DEVICE_T0)
         hr = 0xFF if i == 7 else 140 + i % 9  # one invalid heart rate -> None
@@ -286,10 +293,14 @@ def _activity(*, n: int = 40, big: bool = False, compressed: bool = False, stryd
             w.data(1, *values, *extra, time_offset=t & 0x1F)
         else:
             w.data(4, t, *values, *extra)
+        if between and i % 7 in (1, 2, 4):  # singles, pairs and runs of records between them
+            w.data(8, 800 + i)
+            if i % 7 == 2:
+                w.data(9, t, 1000)
         if i == 20:
             w.data(3, t, 0, 4)
             w.data(3, t + 30, 0, 0)
-    last = start + n - 1 + 30
+    last = start + n - 1 + 30 + (64 if between and n > 32 else 0)
     w.data(3, last, 0, 4)
     w.define(5, 19, [(253, UINT32, 4), (2, UINT32, 4), (7, UINT32, 4), (8, UINT32, 4), (9, UINT32, 4),
                      (25, ENUM, 1)], big=big)
@@ -309,6 +320,10 @@ VARIANTS = {
     "compressed timestamps, big-endian, developer power": lambda: _activity(compressed=True, big=True, stryd=True),
     "developer power (Stryd)": lambda: _activity(stryd=True),
     "header CRC 0": lambda: _activity(header_crc=False),
+    "records between other messages": lambda: _activity(between=True),
+    "records between other messages, compressed timestamps": lambda: _activity(between=True, compressed=True),
+    "records between other messages, compressed, big-endian, Stryd": lambda: _activity(
+        n=60, between=True, compressed=True, big=True, stryd=True),
     "chained files": lambda: _activity(n=30) + _activity(n=25, sport=2, start=T0 + 4000, compressed=True),
     "device-relative clock": lambda: _activity(start=DEVICE_T0),
     "device-relative clock, compressed timestamps": lambda: _activity(start=DEVICE_T0, compressed=True, big=True),

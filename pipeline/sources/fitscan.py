@@ -1,12 +1,16 @@
 """The byte level of :mod:`.fastfit`: FIT headers, CRCs, definitions, messages, record columns.
 
-:func:`decode_fit_fast` walks the message headers in Python, finds the runs
-of data messages of each ``record`` definition (a vector test on the header
-bytes) and decodes each definition's records at once as a numpy structured
-array; every other message of interest is decoded one by one with
-fitparse's own profile objects (subfields, components, scale/offset, enum
-names), so its values are fitparse's values. Anything it does not handle
-exactly raises :class:`Unsupported`.
+:func:`decode_fit_fast` walks the message headers in Python and notes where
+each ``record`` message lies: a run of records with nothing between them
+(what older watches and the simulator write) is found by a vector test on
+its header bytes; a record between other messages (newer Garmin watches
+write ``hrv``, ``gps_metadata`` and undocumented messages between every two
+records) costs one step of the walk. Each definition's records are then
+gathered by byte position and decoded at once as a numpy structured array.
+Every other message of interest is decoded one by one with fitparse's own
+profile objects (subfields, components, scale/offset, enum names), so its
+values are fitparse's values. Anything it does not handle exactly raises
+:class:`Unsupported`.
 """
 
 from __future__ import annotations
@@ -472,7 +476,9 @@ class _Scanner:
         self.u8 = np.frombuffer(data, dtype=np.uint8)
         self.out = Decoded()
         self.dev_types: dict[int, dict[int, Any]] = {}
-        self.runs: list[tuple[_Def, int, int, np.ndarray | None]] = []
+        # record runs in file order: (definition, position, count, header timestamps): an array for
+        # a run, a float for one record with a compressed header, None without compressed headers
+        self.runs: list[tuple[_Def, int, int, np.ndarray | float | None]] = []
         self.def_cache: dict[tuple[int, int, bytes], _Def] = {}
         self.dev_version = 0  # bumped by developer data messages: cached layouts go stale
 
@@ -584,10 +590,25 @@ class _Scanner:
             if p + size > end:
                 raise Unsupported("message runs past the data")
             if defn.global_num == _RECORD:
-                count = self._run_length(p, end, size, lnum)
-                acc, header_ts = self._run_timestamps(defn, p, count, size, acc)
-                self.runs.append((defn, p, count, header_ts))
-                p += count * size
+                after = p + size
+                if after + size < end and _same_local(buf[after], lnum) and _same_local(buf[after + size], lnum):
+                    # a run of records (a watch that writes nothing between them): found and timed as vectors
+                    count = self._run_length(p, end, size, lnum)
+                    acc, header_ts = self._run_timestamps(defn, p, count, size, acc)
+                    self.runs.append((defn, p, count, header_ts))
+                    p += count * size
+                    continue
+                # a record between other messages (most newer watches: hrv, gps_metadata, ...): one by one
+                for off, st, base in defn.timestamp_fields():
+                    value = self._ts_value(st.unpack_from(buf, p + 1 + off), base)
+                    if value is not None:
+                        acc = value
+                if time_offset is not None:
+                    acc = _compressed(time_offset, acc)
+                    self.runs.append((defn, p, 1, float(acc)))
+                else:
+                    self.runs.append((defn, p, 1, None))
+                p = after
                 continue
             raw_values = None
             for off, st, base in defn.timestamp_fields():
@@ -705,31 +726,63 @@ class _Scanner:
         )
 
     def _records(self) -> None:
-        """Decode every record run, definition by definition, into columns in file order."""
-        total = sum(count for _d, _p, count, _h in self.runs)
-        groups: dict[int, list[tuple[int, tuple[_Def, int, int, np.ndarray | None]]]] = {}
-        ordinal = 0
+        """Decode every record, definition by definition, into columns in file order."""
+        groups: dict[int, list[tuple[_Def, int, int, np.ndarray | float | None]]] = {}
         for run in self.runs:
-            groups.setdefault(id(run[0]), []).append((ordinal, run))
-            ordinal += run[2]
-        columns: dict[str, np.ndarray] = {}
+            groups.setdefault(id(run[0]), []).append(run)
+        parts: list[tuple[np.ndarray | None, dict[str, np.ndarray]]] = []
         for members in groups.values():
-            defn = members[0][1][0]
+            defn = members[0][0]
             plan = _record_plan(defn)
-            parts = [np.frombuffer(self.buf, dtype=plan.dtype, count=count, offset=p) for _o, (_d, p, count, _h) in members]
-            arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            header_ts = np.concatenate([h if h is not None else np.full(count, np.nan)
-                                        for _o, (_d, _p, count, h) in members])
-            got = _record_columns(defn, arr, header_ts)
-            if len(groups) == 1:
-                columns = got
-                break
-            where = np.concatenate([np.arange(o, o + run[2]) for o, run in members])
-            for key, values in got.items():
-                columns.setdefault(key, np.full(total, np.nan))[where] = values
-        if not columns:
-            columns = {key: np.empty(0) for key in ("t",) + SAMPLE_KEYS}
-        self.out.records = columns
+            starts = None
+            if len(members) == 1:
+                _d, p, count, _h = members[0]
+                arr = np.frombuffer(self.buf, dtype=plan.dtype, count=count, offset=p)
+                if len(groups) > 1:
+                    starts = p + np.arange(count) * plan.dtype.itemsize
+            else:
+                starts = _starts(members, plan.dtype.itemsize)
+                rows = self.u8[starts[:, None] + np.arange(plan.dtype.itemsize)]
+                arr = rows.view(plan.dtype).reshape(len(starts))
+            parts.append((starts, _record_columns(defn, arr, _header_times(members))))
+        if not parts:
+            self.out.records = {key: np.empty(0) for key in ("t",) + SAMPLE_KEYS}
+        elif len(parts) == 1:
+            self.out.records = parts[0][1]
+        else:  # several record definitions: back into file order by byte position
+            order = np.argsort(np.concatenate([starts for starts, _c in parts]), kind="stable")
+            merged = {key: np.concatenate([cols[key] for _s, cols in parts]) for key in parts[0][1]}
+            self.out.records = {key: values[order] for key, values in merged.items()}
+
+
+def _same_local(head: int, lnum: int) -> bool:
+    """A data message header (normal or compressed-timestamp) of local type ``lnum``."""
+    if head & 0x80:
+        return (head >> 5) & 0x3 == lnum
+    return not head & 0x40 and head & 0x0F == lnum
+
+
+def _starts(members: list[tuple[_Def, int, int, Any]], size: int) -> np.ndarray:
+    """The byte position of every record of ``members`` (runs of one definition), in file order."""
+    positions = np.fromiter((p for _d, p, _c, _h in members), dtype=np.int64, count=len(members))
+    counts = np.fromiter((c for _d, _p, c, _h in members), dtype=np.int64, count=len(members))
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(positions, counts) + (np.arange(int(counts.sum())) - first) * size
+
+
+def _header_times(members: list[tuple[_Def, int, int, np.ndarray | float | None]]) -> np.ndarray:
+    """The compressed-header timestamps of ``members``' records (NaN: a normal header)."""
+    if all(h is None for _d, _p, _c, h in members):
+        return np.full(sum(c for _d, _p, c, _h in members), np.nan)
+    values: list[float] = []
+    for _d, _p, count, h in members:
+        if h is None:
+            values.extend([np.nan] * count)
+        elif isinstance(h, np.ndarray):
+            values.extend(h.tolist())
+        else:
+            values.append(h)
+    return np.array(values, dtype=np.float64)
 
 
 def decode_fit_fast(data: bytes) -> Decoded:
