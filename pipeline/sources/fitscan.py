@@ -165,6 +165,8 @@ class _Def:
     _structs: list[struct.Struct] | None = field(default=None, repr=False)
     _ts: list[tuple[int, struct.Struct, Any]] | None = field(default=None, repr=False)
     _plan: Any = field(default=None, repr=False)
+    _step: tuple[int, bool, tuple[tuple[int, struct.Struct, int], ...], str | None] | None = field(
+        default=None, repr=False)
 
     @property
     def mesg_type(self) -> Any:
@@ -189,6 +191,23 @@ class _Def:
             self._ts = [(fd.offset, st, fd.base) for fd, st in zip(self.fields + self.dev_fields, self.structs())
                         if fd.def_num == _TIMESTAMP]
         return self._ts
+
+
+def _step(defn: _Def) -> tuple[int, bool, tuple[tuple[int, struct.Struct, int], ...], str | None]:
+    """What the walk needs of a data message of ``defn``: (bytes with the header, is it a record,
+    (offset, struct, invalid value) of each timestamp field, the name of a message decoded one by one)."""
+    if defn._step is not None:
+        return defn._step
+    if defn.bad:
+        raise Unsupported(defn.bad)
+    readers = []
+    for off, st, base in defn.timestamp_fields():
+        spec = _NUMERIC.get(base.identifier)
+        if base.name in ("byte", "string") or st.size != base.size or spec is None or spec[0][0] == "f":
+            raise Unsupported("a field numbered 253 that is not one integer")
+        readers.append((1 + off, st, int(spec[1])))  # type: ignore[arg-type]
+    defn._step = (1 + defn.size, defn.global_num == _RECORD, tuple(readers), _SCALAR.get(defn.global_num))
+    return defn._step
 
 
 def _raw_values(defn: _Def, buf: bytes, pos: int) -> list[Any]:
@@ -572,6 +591,7 @@ class _Scanner:
         local: dict[int, _Def] = {}
         acc = 0
         p = start
+        runs = self.runs
         while p < end:
             h = buf[p]
             if h & 0x80:
@@ -584,52 +604,32 @@ class _Scanner:
             defn = local.get(lnum)
             if defn is None:
                 raise Unsupported(f"data message of undefined local type {lnum}")
-            if defn.bad:
-                raise Unsupported(defn.bad)
-            size = 1 + defn.size
-            if p + size > end:
+            size, is_record, readers, name = defn._step or _step(defn)
+            after = p + size
+            if after > end:
                 raise Unsupported("message runs past the data")
-            if defn.global_num == _RECORD:
-                after = p + size
-                if after + size < end and _same_local(buf[after], lnum) and _same_local(buf[after + size], lnum):
-                    # a run of records (a watch that writes nothing between them): found and timed as vectors
-                    count = self._run_length(p, end, size, lnum)
-                    acc, header_ts = self._run_timestamps(defn, p, count, size, acc)
-                    self.runs.append((defn, p, count, header_ts))
-                    p += count * size
-                    continue
-                # a record between other messages (most newer watches: hrv, gps_metadata, ...): one by one
-                for off, st, base in defn.timestamp_fields():
-                    value = self._ts_value(st.unpack_from(buf, p + 1 + off), base)
-                    if value is not None:
-                        acc = value
-                if time_offset is not None:
-                    acc = _compressed(time_offset, acc)
-                    self.runs.append((defn, p, 1, float(acc)))
-                else:
-                    self.runs.append((defn, p, 1, None))
-                p = after
+            if is_record and after + size < end and _same_local(buf[after], lnum) \
+                    and _same_local(buf[after + size], lnum):
+                # a run of records (a watch that writes nothing between them): found and timed as vectors
+                count = self._run_length(p, end, size, lnum)
+                acc, header_ts = self._run_timestamps(defn, p, count, size, acc)
+                runs.append((defn, p, count, header_ts))
+                p += count * size
                 continue
-            raw_values = None
-            for off, st, base in defn.timestamp_fields():
-                value = self._ts_value(st.unpack_from(buf, p + 1 + off), base)
-                if value is not None:
+            # any other message, or a record between others (newer watches write hrv,
+            # gps_metadata and undocumented messages between records): one step each
+            for off, st, invalid in readers:
+                (value,) = st.unpack_from(buf, p + off)
+                if value != invalid:
                     acc = value
             ts_header = None
             if time_offset is not None:
                 acc = ts_header = _compressed(time_offset, acc)
-            name = _SCALAR.get(defn.global_num)
-            if name is not None:
-                raw_values = _raw_values(defn, buf, p + 1)
-                self._dispatch(name, defn, raw_values, ts_header)
-            p += size
-
-    @staticmethod
-    def _ts_value(raw: tuple[Any, ...], base: Any) -> int | None:
-        if len(raw) != 1 or base.name in ("byte", "string") or base.fmt in "fd":
-            raise Unsupported("a field numbered 253 that is not one integer")
-        value = base.parse(raw[0])
-        return None if value is None else int(value)
+            if is_record:
+                runs.append((defn, p, 1, None if ts_header is None else float(ts_header)))
+            elif name is not None:
+                self._dispatch(name, defn, _raw_values(defn, buf, p + 1), ts_header)
+            p = after
 
     def _run_length(self, p: int, end: int, size: int, lnum: int) -> int:
         """Consecutive data messages of local type ``lnum`` (normal or compressed headers) from ``p``."""
