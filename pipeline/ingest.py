@@ -57,8 +57,10 @@ ACTIVITY_SUFFIXES = (".fit", ".gpx", ".tcx", ".fit.gz", ".gpx.gz", ".tcx.gz", ".
 _FORMAT_ORDER = {"fit": 0, "tcx": 1, "gpx": 2, "zip": 3}
 
 Progress = Callable[[int, int, str], None]
-#: Decoded files that may wait to be loaded, per worker (bounds the ingest's memory).
-_WINDOW_PER_WORKER = 8
+#: Decoded files that may wait to be loaded, per worker (bounds the ingest's memory). Half a
+#: batch per worker: the workers go on decoding while a batch is written (at 8 they stood idle
+#: through most of each write: 469,000 instead of 354,000 records/s end to end, docs/performance.md).
+_WINDOW_PER_WORKER = 32
 #: Files per load transaction (Warehouse.load_files), and the samples that close a batch early:
 #: one Arrow append per table per batch instead of a transaction per file.
 _BATCH_FILES = 64
@@ -464,61 +466,62 @@ def _ingest_activities(
         pending.clear()
         pending_rows = 0
 
-    # Results come back in discovery order (FIT first, so duplicates resolve the same way every
-    # run) and are loaded as they come, _BATCH_FILES files per transaction; at most `window`
-    # decoded files wait in memory.
-    for result in run_jobs(jobs, workers=workers, timeout_s=settings.parse_timeout_s,
-                           memory_bytes=settings.parse_memory_bytes, window=_WINDOW_PER_WORKER * max(1, workers)):
-        done += 1
-        if progress is not None:
-            progress(done, total, result.key)
-        key = result.key
-        unit = units[key]
-        if result.timed_out:
-            reject(unit, f"parsing took longer than {settings.parse_timeout_s:g} s")
-            continue
-        if result.error is not None:
-            exc = result.error
-            if isinstance(exc, SkippedFile):
-                reject(unit, exc.reason, status="skipped")
-            elif isinstance(exc, InputError):
-                reject(unit, _describe(exc))
-            elif isinstance(exc, MemoryError):
-                reject(unit, str(exc))
-            else:
-                reject(unit, f"could not be read ({type(exc).__name__}: {exc})")
-            continue
-        activities = unpack_activities(result.value)
-        duplicates: dict[str, str] = {}
-        for act in activities:
-            row = act.activity
-            other = overlaps.find(row["athlete_id"], row["start_utc"], row["end_utc"])
-            if other is not None and other != act.activity_id:
-                duplicates[act.activity_id] = other
-        ids = [a.activity_id for a in activities]
-        fmt = activities[0].activity["source_format"] if activities else _format_of(key)
-        if activities and len(duplicates) == len(activities):
-            status, reason = "duplicate", "same activity as " + ", ".join(sorted(set(duplicates.values())))
-            summary.duplicates += 1
-        else:
-            status, reason = "loaded", None
-            summary.loaded += 1
-            summary.samples_loaded += sum(a.samples.height for a in activities if a.activity_id not in duplicates)
-        for act in activities:
-            if act.activity_id not in duplicates:
+    with wh.loading():
+        # Results come back in discovery order (FIT first, so duplicates resolve the same way every
+        # run) and are loaded as they come, _BATCH_FILES files per transaction; at most `window`
+        # decoded files wait in memory.
+        for result in run_jobs(jobs, workers=workers, timeout_s=settings.parse_timeout_s,
+                               memory_bytes=settings.parse_memory_bytes, window=_WINDOW_PER_WORKER * max(1, workers)):
+            done += 1
+            if progress is not None:
+                progress(done, total, result.key)
+            key = result.key
+            unit = units[key]
+            if result.timed_out:
+                reject(unit, f"parsing took longer than {settings.parse_timeout_s:g} s")
+                continue
+            if result.error is not None:
+                exc = result.error
+                if isinstance(exc, SkippedFile):
+                    reject(unit, exc.reason, status="skipped")
+                elif isinstance(exc, InputError):
+                    reject(unit, _describe(exc))
+                elif isinstance(exc, MemoryError):
+                    reject(unit, str(exc))
+                else:
+                    reject(unit, f"could not be read ({type(exc).__name__}: {exc})")
+                continue
+            activities = unpack_activities(result.value)
+            duplicates: dict[str, str] = {}
+            for act in activities:
                 row = act.activity
-                overlaps.add(row["athlete_id"], act.activity_id, row["start_utc"], row["end_utc"])
-        pending.append(FileLoad(
-            ledger=_ledger(unit, run_id=run_id, fmt=fmt, status=status, reason=reason, activity_ids=ids,
-                           duplicate_of=next(iter(duplicates.values()), None) if status == "duplicate" else None),
-            activities=activities,
-            duplicates=duplicates,
-        ))
-        pending_rows += sum(a.samples.height for a in activities)
-        if len(pending) >= _BATCH_FILES or pending_rows >= _BATCH_SAMPLES:
+                other = overlaps.find(row["athlete_id"], row["start_utc"], row["end_utc"])
+                if other is not None and other != act.activity_id:
+                    duplicates[act.activity_id] = other
+            ids = [a.activity_id for a in activities]
+            fmt = activities[0].activity["source_format"] if activities else _format_of(key)
+            if activities and len(duplicates) == len(activities):
+                status, reason = "duplicate", "same activity as " + ", ".join(sorted(set(duplicates.values())))
+                summary.duplicates += 1
+            else:
+                status, reason = "loaded", None
+                summary.loaded += 1
+                summary.samples_loaded += sum(a.samples.height for a in activities if a.activity_id not in duplicates)
+            for act in activities:
+                if act.activity_id not in duplicates:
+                    row = act.activity
+                    overlaps.add(row["athlete_id"], act.activity_id, row["start_utc"], row["end_utc"])
+            pending.append(FileLoad(
+                ledger=_ledger(unit, run_id=run_id, fmt=fmt, status=status, reason=reason, activity_ids=ids,
+                               duplicate_of=next(iter(duplicates.values()), None) if status == "duplicate" else None),
+                activities=activities,
+                duplicates=duplicates,
+            ))
+            pending_rows += sum(a.samples.height for a in activities)
+            if len(pending) >= _BATCH_FILES or pending_rows >= _BATCH_SAMPLES:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
     for unit, first in same_bytes_rows:
         wh.record_file(ledger=_ledger(unit, run_id=run_id, fmt=_format_of(unit.rel_path), status="duplicate",
                                       reason=f"same bytes as {first}", duplicate_of=first))

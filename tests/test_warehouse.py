@@ -1119,7 +1119,7 @@ def test_loads_go_through_arrow_never_executemany() -> None:
     assert offenders == []
     store = (REPO / "pipeline" / "warehouse" / "store.py").read_text(encoding="utf-8")
     insert = store[store.index("    def _insert("):store.index("    def _run_for(")]
-    assert ".register(" in insert and ".to_arrow()" in insert and "INSERT INTO {table} BY NAME SELECT" in insert
+    assert ".register(" in insert and ".to_arrow(" in insert and "INSERT INTO {table} BY NAME SELECT" in insert
 
 
 def test_a_half_written_snapshot_is_cleaned_up(tmp_path: Path) -> None:
@@ -1192,3 +1192,18 @@ def test_snapshot_copy_is_byte_exact_with_or_without_copy_file_range(
     with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "wb") as out:
         _copy_file(src, out)
     assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_loading_runs_duckdb_on_one_thread_and_restores_it(wh: Warehouse) -> None:
+    """The ingest's loads leave the other cores to the decoders; afterwards queries get them back."""
+
+    def threads() -> int:
+        return int(wh._rows("SELECT current_setting('threads')")[0][0])
+
+    before = threads()
+    with wh.loading():
+        assert threads() == 1
+    assert threads() == before
+    with pytest.raises(RuntimeError), wh.loading():
+        raise RuntimeError("a failed load")
+    assert threads() == before
