@@ -248,6 +248,46 @@ def fitparse_loop(files: list[Path], budget_s: float) -> dict[str, Any]:
             "records_per_s": n / seconds if seconds else 0.0}
 
 
+def corpus_probe(corpus: Path, repeats: int = 3) -> dict[str, Any] | None:
+    """Real watch files: the fitparse loop and the pipeline's decoder, one process each, file by file.
+
+    ``read_activities`` (decode + normalise, as a decoder process does) on
+    every FIT file of ``corpus`` that the pipeline loads; the best of
+    ``repeats`` runs per file, so start-up costs are not counted. None when
+    the corpus is absent.
+    """
+    from fitparse import FitFile
+
+    from pipeline.normalise import read_activities
+
+    files = sorted((corpus / "fit").glob("*.fit")) if corpus.is_dir() else []
+    if not files:
+        return None
+    used, fp_s, ours_s, records = [], 0.0, 0.0, 0
+    for path in files:
+        data = path.read_bytes()
+        try:
+            read_activities(path, rel_path=path.name, athlete_id="a", athlete_tz=None, data=data)
+        except Exception:  # noqa: BLE001 - rejected or skipped files (not runs, broken): not loaded
+            continue
+        t0 = time.perf_counter()
+        n = 0
+        for message in FitFile(str(path)).get_messages("record"):
+            message.get_values()
+            n += 1
+        fp_s += time.perf_counter() - t0
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            read_activities(path, rel_path=path.name, athlete_id="a", athlete_tz=None, data=data)
+            best = min(best, time.perf_counter() - t0)
+        ours_s += best
+        records += n
+        used.append(path.name)
+    return {"files": len(used), "records": records, "fitparse_records_per_s": records / fp_s,
+            "ours_records_per_s": records / ours_s, "ratio": fp_s / ours_s}
+
+
 # --------------------------------------------------------------------------- the decoders alone
 
 
@@ -460,6 +500,11 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> str:
         f"| ratio ingest / fitparse loop | {ratio:.0f}x | >= 100x | {'yes' if ratio >= 100 else 'no'} |",
         f"| ratio FIT decoders alone / fitparse loop (the same kind of files) | "
         f"{r['decode_only.fit']['records_per_s'] / fp['records_per_s']:.0f}x | | |",
+        *([f"| real watch files, one process ({r['corpus']['files']} FIT files of `../shared/corpus`, "
+           f"{r['corpus']['records']:,} records): fitparse loop / pipeline decoder (decode + normalise) | "
+           f"{_fmt_rate(r['corpus']['fitparse_records_per_s'])} / "
+           f"{_fmt_rate(r['corpus']['ours_records_per_s'])} records/s = {r['corpus']['ratio']:.0f}x | | |"]
+          if r.get("corpus") else []),
         f"| peak RSS of the ingest process tree | {ing['tree_peak_rss_mb']:.0f} MB (largest process "
         f"{ing['max_process_rss_mb']:.0f} MB) | < 1.5 GB | "
         f"{'yes' if ing['tree_peak_rss_mb'] < 1536 else 'no'} |",
@@ -533,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query-samples", type=float, default=150e6, help="samples in the query warehouse")
     ap.add_argument("--no-queries", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each query (the best counts)")
+    ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus",
+                    help="real FIT files (corpus/fit/*.fit) for the fitparse-vs-decoder row (default ../shared/corpus)")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     ap.add_argument("--fit-only", action="store_true",
                     help="drop the GPX files (the phone-app athletes record GPX): a club of watches")
@@ -572,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
         result["fitparse"] = fp
         club["fit_records_est"] = club["fit_records"]
         print(f"  {fp['records_per_s']:,.0f} records/s ({fp['files']} files)", flush=True)
+
+        print(f"real watch files ({args.corpus}) ...", flush=True)
+        result["corpus"] = corpus_probe(args.corpus)
+        if result["corpus"]:
+            c = result["corpus"]
+            print(f"  {c['files']} files: fitparse {c['fitparse_records_per_s']:,.0f}/s, "
+                  f"pipeline decoder {c['ours_records_per_s']:,.0f}/s ({c['ratio']:.0f}x)", flush=True)
 
         print("decoders alone (no warehouse) ...", flush=True)
         for suffix in (".fit", ".gpx"):
