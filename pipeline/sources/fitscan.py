@@ -154,6 +154,10 @@ class _FieldDef:
         return BASE_TYPES.get(self.code, BASE_TYPE_BYTE)
 
 
+# (bytes with the header, record?, (offset, struct, invalid, numpy type) per timestamp field, name)
+_Step = tuple[int, bool, tuple[tuple[int, struct.Struct, int, str], ...], str | None]
+
+
 @dataclass
 class _Def:
     global_num: int
@@ -165,8 +169,7 @@ class _Def:
     _structs: list[struct.Struct] | None = field(default=None, repr=False)
     _ts: list[tuple[int, struct.Struct, Any]] | None = field(default=None, repr=False)
     _plan: Any = field(default=None, repr=False)
-    _step: tuple[int, bool, tuple[tuple[int, struct.Struct, int], ...], str | None] | None = field(
-        default=None, repr=False)
+    _step: _Step | None = field(default=None, repr=False)
 
     @property
     def mesg_type(self) -> Any:
@@ -193,9 +196,10 @@ class _Def:
         return self._ts
 
 
-def _step(defn: _Def) -> tuple[int, bool, tuple[tuple[int, struct.Struct, int], ...], str | None]:
+def _step(defn: _Def) -> _Step:
     """What the walk needs of a data message of ``defn``: (bytes with the header, is it a record,
-    (offset, struct, invalid value) of each timestamp field, the name of a message decoded one by one)."""
+    (offset, struct, invalid value, numpy type) of each timestamp field, the name of a message
+    decoded one by one)."""
     if defn._step is not None:
         return defn._step
     if defn.bad:
@@ -205,7 +209,7 @@ def _step(defn: _Def) -> tuple[int, bool, tuple[tuple[int, struct.Struct, int], 
         spec = _NUMERIC.get(base.identifier)
         if base.name in ("byte", "string") or st.size != base.size or spec is None or spec[0][0] == "f":
             raise Unsupported("a field numbered 253 that is not one integer")
-        readers.append((1 + off, st, int(spec[1])))  # type: ignore[arg-type]
+        readers.append((1 + off, st, int(spec[1]), spec[0]))  # type: ignore[arg-type]
     defn._step = (1 + defn.size, defn.global_num == _RECORD, tuple(readers), _SCALAR.get(defn.global_num))
     return defn._step
 
@@ -618,7 +622,7 @@ class _Scanner:
                 continue
             # any other message, or a record between others (newer watches write hrv,
             # gps_metadata and undocumented messages between records): one step each
-            for off, st, invalid in readers:
+            for off, st, invalid, _type in readers:
                 (value,) = st.unpack_from(buf, p + off)
                 if value != invalid:
                     acc = value
@@ -652,18 +656,15 @@ class _Scanner:
         """The compressed-timestamp base after the run, and the run's header timestamps (NaN: none)."""
         heads = self.u8[p:p + count * size:size]
         compressed = (heads & 0x80) != 0
-        ts_fields = defn.timestamp_fields()
+        readers = _step(defn)[2]  # checked there: integers only
         values = None
-        if ts_fields:
+        if readers:
             rows = np.frombuffer(self.buf, dtype=np.uint8, count=count * size, offset=p).reshape(count, size)
             values = np.full(count, -1, dtype=np.int64)
-            for off, st, base in ts_fields:
-                spec = _NUMERIC.get(base.identifier)
-                if spec is None or st.size != np.dtype(spec[0]).itemsize or spec[0][0] == "f":
-                    raise Unsupported("a field numbered 253 that is not one integer")
-                col = np.ascontiguousarray(rows[:, 1 + off:1 + off + st.size]).view(defn.endian + spec[0]).ravel()
+            for off, st, invalid, np_type in readers:
+                col = np.ascontiguousarray(rows[:, off:off + st.size]).view(defn.endian + np_type).ravel()
                 col = col.astype(np.int64)
-                values = np.where(col != int(spec[1]), col, values)  # type: ignore[arg-type]
+                values = np.where(col != invalid, col, values)
         if not compressed.any():
             if values is not None and (values >= 0).any():
                 acc = int(values[np.flatnonzero(values >= 0)[-1]])
