@@ -366,6 +366,41 @@ def test_compressed_timestamps_follow_the_last_full_timestamp() -> None:
     assert [t.timestamp() - first for t in times] == [i + (30 if i > 20 else 0) for i in range(40)]
 
 
+def _interleaved_then_compressed(*, lead_s: int) -> bytes:
+    """Ten records each followed by an hrv, then a gps_metadata stamped ``lead_s`` later, then a compressed record."""
+    w = _Fit()
+    w.define(0, 0, [(0, ENUM, 1), (1, UINT16, 2), (2, UINT16, 2), (4, UINT32, 4)])
+    w.data(0, 4, 1, 1623, T0)
+    w.define(3, 21, [(253, UINT32, 4), (0, ENUM, 1), (1, ENUM, 1)])
+    w.data(3, T0, 0, 0)
+    w.define(4, 20, [(253, UINT32, 4), (3, UINT8, 1), (5, UINT32, 4), (6, UINT16, 2)])
+    w.define(1, 20, [(3, UINT8, 1), (5, UINT32, 4), (6, UINT16, 2)])  # no timestamp: the header has it
+    w.define(8, 78, [(0, UINT16, 2)])
+    w.define(9, 160, [(253, UINT32, 4), (1, UINT16, 2)])
+    for i in range(10):
+        w.data(4, T0 + i, 140, i * 310, 3100)
+        w.data(8, 800 + i)
+    w.data(9, T0 + 9 + lead_s, 1000)
+    last = T0 + 10 + lead_s
+    w.data(1, 141, 3100, 3100, time_offset=last & 0x1F)
+    w.data(3, last, 0, 4)
+    w.define(6, 18, [(253, UINT32, 4), (2, UINT32, 4), (7, UINT32, 4), (8, UINT32, 4), (9, UINT32, 4),
+                     (5, ENUM, 1), (25, UINT16, 2), (26, UINT16, 2)])
+    w.data(6, last, T0, (last - T0) * 1000, (last - T0) * 1000, 3100, 1, 0, 1)
+    return w.file()
+
+
+@pytest.mark.parametrize("lead_s", [1, 40, 70])
+def test_a_compressed_header_counts_from_the_last_stamped_message_between_records(lead_s: int) -> None:
+    """The quick walk over records and hrv/gps_metadata hands on the last timestamp it stepped over."""
+    data = _interleaved_then_compressed(lead_s=lead_s)
+    fast = _check(data, f"hand/interleaved-then-compressed-{lead_s}")
+    assert fast is not None and fast[0] == "sessions", f"fast path declined: {_decline_reason(data)}"
+    times = [s["t_utc"] for s in fast[1][0].samples]
+    first = datetime(1989, 12, 31, tzinfo=timezone.utc).timestamp() + T0
+    assert [t.timestamp() - first for t in times] == [*range(10), 10 + lead_s]
+
+
 def _mutated(data: bytes, edits: list[tuple[int, int]]) -> bytes:
     body = bytearray(data[:-2])
     for offset, value in edits:

@@ -3,9 +3,12 @@
 :func:`decode_fit_fast` walks the message headers in Python and notes where
 each ``record`` message lies: a run of records with nothing between them
 (what older watches and the simulator write) is found by a vector test on
-its header bytes; a record between other messages (newer Garmin watches
-write ``hrv``, ``gps_metadata`` and undocumented messages between every two
-records) costs one step of the walk. Each definition's records are then
+its header bytes. Newer Garmin watches write ``hrv``, ``gps_metadata`` and
+undocumented messages between every two records: a quick inner walk steps
+over those and notes the records, with one table lookup per message (the
+size of each local type's messages, kept up to date at every definition);
+the full step is taken only for definitions, compressed-timestamp headers
+and the messages decoded one by one. Each definition's records are then
 gathered by byte position and decoded at once as a numpy structured array.
 Every other message of interest is decoded one by one with fitparse's own
 profile objects (subfields, components, scale/offset, enum names), so its
@@ -596,12 +599,44 @@ class _Scanner:
         acc = 0
         p = start
         runs = self.runs
+        # the quick walk, by normal data header byte (local type 0-15): the message's size with its header
+        # when the walk only has to step over it or note a record (0: take the full step below), and
+        # (definition, is it a record, its timestamp readers)
+        quick = [0] * 16
+        quick_step: list[tuple[_Def, bool, tuple[tuple[int, struct.Struct, int, str], ...]] | None] = [None] * 16
         while p < end:
+            stamped = []  # (position, timestamp readers) of the quick walk's messages with timestamp fields
+            while p < end:
+                h = buf[p]
+                if h > 15 or not quick[h]:
+                    break
+                after = p + quick[h]
+                if after > end:
+                    break
+                defn, is_record, readers = quick_step[h]  # type: ignore[misc]
+                if is_record:
+                    if after < end and buf[after] == h:
+                        break  # records back to back: the vector test below
+                    runs.append((defn, p, 1, None))
+                if readers:
+                    stamped.append((p, readers))
+                p = after
+            if stamped:
+                acc = _last_timestamp(buf, stamped, acc)
+            if p >= end:
+                break
             h = buf[p]
             if h & 0x80:
                 lnum, time_offset = (h >> 5) & 0x3, h & 0x1F
             elif h & 0x40:
                 p = self._definition(p, end, local)
+                lnum = h & 0x0F
+                defn = local[lnum]
+                quick[lnum], quick_step[lnum] = 0, None
+                if not defn.bad:
+                    size, is_record, readers, name = _step(defn)
+                    if name is None:  # a record, or a message nothing here reads
+                        quick[lnum], quick_step[lnum] = size, (defn, is_record, readers)
                 continue
             else:
                 lnum, time_offset = h & 0x0F, None
@@ -620,8 +655,7 @@ class _Scanner:
                 runs.append((defn, p, count, header_ts))
                 p += count * size
                 continue
-            # any other message, or a record between others (newer watches write hrv,
-            # gps_metadata and undocumented messages between records): one step each
+            # any other message: one step each
             for off, st, invalid, _type in readers:
                 (value,) = st.unpack_from(buf, p + off)
                 if value != invalid:
@@ -754,6 +788,17 @@ class _Scanner:
             order = np.argsort(np.concatenate([starts for starts, _c in parts]), kind="stable")
             merged = {key: np.concatenate([cols[key] for _s, cols in parts]) for key in parts[0][1]}
             self.out.records = {key: values[order] for key, values in merged.items()}
+
+
+def _last_timestamp(buf: bytes, stamped: list[tuple[int, tuple[tuple[int, struct.Struct, int, str], ...]]],
+                    acc: int) -> int:
+    """The compressed-timestamp base after ``stamped`` messages: their last valid timestamp field, else ``acc``."""
+    for p, readers in reversed(stamped):
+        for off, st, invalid, _type in reversed(readers):
+            (value,) = st.unpack_from(buf, p + off)
+            if value != invalid:
+                return value
+    return acc
 
 
 def _same_local(head: int, lnum: int) -> bool:
