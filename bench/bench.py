@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import subprocess
@@ -69,6 +70,14 @@ def _plan_count(athletes: int, weeks: int, seed: int) -> int:
         prng = _rng(seed, i, 0)  # as simulate_athlete draws them
         total += len(plan_athlete(make_athlete(i, prng), prng, start, weeks))
     return total
+
+
+def watches(athletes: int, seed: int) -> dict[str, str]:
+    """Athlete id -> the kind of watch the simulator gives them (classic | current | current+strap)."""
+    from pipeline.simulate.core import _rng
+    from pipeline.simulate.plan import make_athlete
+
+    return {a.athlete_id: a.watch for a in (make_athlete(i, _rng(seed, i, 0)) for i in range(athletes))}
 
 
 def club_size(files: int, seed: int) -> tuple[int, int]:
@@ -223,29 +232,42 @@ def _new_samples(stdout: str) -> int:
 # --------------------------------------------------------------------------- the fitparse loop
 
 
-def fitparse_loop(files: list[Path], budget_s: float) -> dict[str, Any]:
-    """A plain fitparse loop over an even sample of ``files`` until ``budget_s`` is spent."""
+def fitparse_loop(files: list[Path], budget_s: float, kind_of: dict[Path, str] | None = None) -> dict[str, Any]:
+    """A plain fitparse loop over ``files`` in a seeded random order until ``budget_s`` is spent.
+
+    The random order makes any prefix a fair sample of the club's athletes and
+    watches. ``kind_of`` (file -> watch kind) splits the figures by watch.
+    """
     from fitparse import FitFile
 
     if not files:
-        return {"records": 0, "seconds": 0.0, "files": 0, "records_per_s": 0.0}
-    step = max(1, len(files) // 64)
-    order = files[::step] + [f for i, f in enumerate(files) if i % step]
+        return {"records": 0, "seconds": 0.0, "files": 0, "records_per_s": 0.0, "by_watch": {}}
+    order = list(files)
+    random.Random(0).shuffle(order)
     n = used = 0
+    by_watch: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     for path in order:
+        t_file, n_file = time.perf_counter(), 0
         try:
             for message in FitFile(str(path)).get_messages("record"):
                 message.get_values()
-                n += 1
+                n_file += 1
         except Exception:  # noqa: BLE001 - the planted broken files
             continue
+        n += n_file
         used += 1
+        kind = by_watch.setdefault((kind_of or {}).get(path, "?"), {"files": 0, "records": 0, "seconds": 0.0})
+        kind["files"] += 1
+        kind["records"] += n_file
+        kind["seconds"] += time.perf_counter() - t_file
         if time.perf_counter() - t0 >= budget_s:
             break
     seconds = time.perf_counter() - t0
+    for kind in by_watch.values():
+        kind["records_per_s"] = kind["records"] / kind["seconds"] if kind["seconds"] else 0.0
     return {"records": n, "seconds": seconds, "files": used, "of_files": len(files),
-            "records_per_s": n / seconds if seconds else 0.0}
+            "records_per_s": n / seconds if seconds else 0.0, "by_watch": by_watch}
 
 
 def corpus_probe(corpus: Path, repeats: int = 3) -> dict[str, Any] | None:
@@ -497,6 +519,10 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> str:
         f"{_fmt_rate(r['writer']['batched_records_per_s'])} records/s | | |",
         f"| plain fitparse loop (1 process, {fp['files']} of {fp['of_files']} FIT files, extrapolated) | "
         f"{_fmt_rate(fp['records_per_s'])} records/s (all FIT files: ~{est_fp_h:.1f} h) | | |",
+        *(["| the fitparse loop by watch (the club's FIT files: "
+           + ", ".join(f"{k} {v:,}" for k, v in club.get("fit_files_by_watch", {}).items()) + ") | "
+           + "; ".join(f"{k}: {_fmt_rate(v['records_per_s'])} records/s ({v['files']} files)"
+                       for k, v in sorted(fp["by_watch"].items())) + " | | |"] if fp.get("by_watch") else []),
         f"| ratio ingest / fitparse loop | {ratio:.0f}x | >= 100x | {'yes' if ratio >= 100 else 'no'} |",
         f"| ratio FIT decoders alone / fitparse loop (the same kind of files) | "
         f"{r['decode_only.fit']['records_per_s'] / fp['records_per_s']:.0f}x | | |",
@@ -609,13 +635,17 @@ def main(argv: list[str] | None = None) -> int:
             club["bytes"] = sum(p.stat().st_size for p in raw.rglob("*") if p.is_file())
         fit_files = sorted(raw.rglob("*.fit"))
         club["fit_files"] = len(fit_files)
+        watch_of = watches(athletes, args.seed)
+        kind_of = {path: watch_of.get(path.relative_to(raw).parts[0], "?") for path in fit_files}
+        club["fit_files_by_watch"] = {kind: sum(1 for k in kind_of.values() if k == kind)
+                                      for kind in sorted(set(kind_of.values()))}
         club["gpx_files"] = len(list(raw.rglob("*.gpx")))
         held_files = hold_back(raw, held, args.nightly_files, club["broken"])
         result["club"] = club
         print(f"  {club['files']} files, {club['records']:,} records in {club['seconds']:.0f} s", flush=True)
 
         print("fitparse loop ...", flush=True)
-        fp = fitparse_loop([f for f in fit_files if f.exists()], args.fitparse_budget)
+        fp = fitparse_loop([f for f in fit_files if f.exists()], args.fitparse_budget, kind_of)
         result["fitparse"] = fp
         club["fit_records_est"] = club["fit_records"]
         print(f"  {fp['records_per_s']:,.0f} records/s ({fp['files']} files)", flush=True)

@@ -212,6 +212,27 @@ def test_simulator_files_match_fitparse(sim_club: dict[str, Any]) -> None:
             assert fast is not None, f"fast path declined simulator file {rel}"
 
 
+@pytest.mark.parametrize("index, watch", [(6, "current+strap"), (8, "current")])
+def test_current_watch_simulator_files_match_fitparse(index: int, watch: str) -> None:
+    """The simulator's Forerunner 955/965 files (hrv, gps_metadata, message 233 between records): fitparse's values."""
+    from datetime import date
+
+    from pipeline.simulate.core import simulate_athlete
+
+    out = simulate_athlete(index, 3, date(2026, 11, 2), 1)
+    assert out.athlete.watch == watch
+    fits = sorted((rel for rel in out.files if rel.endswith(".fit")), key=lambda rel: len(out.files[rel]))
+    assert fits
+    for rel in fits[:1] + fits[-1:]:
+        fast = _check(out.files[rel], f"sim-{watch}/{rel}")
+        assert fast is not None, f"fast path declined {rel}: {_decline_reason(out.files[rel])}"
+        samples = fast[1][0].samples
+        moving = [s for s in samples if (s["speed_mps"] or 0) > 1.0]
+        assert moving and all(s["power_w"] is not None and s["temperature_c"] is not None for s in moving)
+        strap = [s["stance_time_ms"] is not None and s["step_length_mm"] is not None for s in moving]
+        assert all(strap) if watch == "current+strap" else not any(strap)
+
+
 # --------------------------------------------------------------------------- hand-built files
 
 _FMT = {0x00: "B", 0x02: "B", 0x83: "h", 0x84: "H", 0x85: "i", 0x86: "I", 0x07: "s"}

@@ -233,7 +233,9 @@ def _write_activity(
 
     fa = build_fit(
         s, start_utc=sim.start_utc, utc_offset_s=sim.offset_s, sport=p.sport, sub_sport=p.sub_sport,
-        device=DeviceInfo(a.product or 0, a.serial), lap_m=MILE_M if a.unit == "mi" else 1000.0,
+        device=DeviceInfo(a.product or 0, a.serial, current=a.watch != "classic",
+                          chest_strap=a.watch.endswith("strap")),
+        lap_m=MILE_M if a.unit == "mi" else 1000.0,
         footpod_serial=(a.serial + 7) if p.treadmill else None,
     )
     data = fa.data
@@ -348,7 +350,7 @@ def _athlete_truth(a: Athlete, sims: list[SimActivity], n_rows: int) -> dict[str
     return {
         "name": a.name, "variant": a.variant, "timezone": a.timezone, "unit": a.unit,
         "distance_cap": a.distance_cap, "city": a.city, "home_lat": a.home_lat, "home_lon": a.home_lon,
-        "format": a.fmt, "product": a.product, "product_name": a.product_name,
+        "format": a.fmt, "product": a.product, "product_name": a.product_name, "watch": a.watch,
         "easy_pace_s_per_km": _r(1000.0 / a.v_easy_mps, 1), "cadence_base_spm": a.cadence_base_spm,
         "hr_rest_bpm": a.hr_rest_bpm, "hr_max_bpm": a.hr_max_bpm,
         "effect": effect, "params": params, "n_activities": len(sims), "n_pain_rows": n_rows,

@@ -68,16 +68,18 @@ BASE_TYPES: dict[str, BaseType] = {
     "uint8z": BaseType(0x0A, "u1", 0x00),
     "uint16z": BaseType(0x8B, "<u2", 0x0000),
     "uint32z": BaseType(0x8C, "<u4", 0x00000000),
+    "byte": BaseType(0x0D, "u1", 0xFF),
 }
 
 
 @dataclass(frozen=True)
 class Field:
-    """One field of a message definition (name is ours; the file holds ``num``)."""
+    """One field of a message definition (name is ours; the file holds ``num``); ``count`` > 1: an array."""
 
     name: str
     num: int
     base: str
+    count: int = 1
 
     @property
     def base_type(self) -> BaseType:
@@ -94,7 +96,9 @@ class MessageDef:
     @property
     def dtype(self) -> np.dtype:
         """Packed structured dtype of one data message, record header included."""
-        parts = [("_header", "u1")] + [(f.name, f.base_type.dtype) for f in self.fields]
+        parts: list[tuple[Any, ...]] = [("_header", "u1")]
+        parts += [(f.name, f.base_type.dtype) if f.count == 1 else (f.name, f.base_type.dtype, (f.count,))
+                  for f in self.fields]
         return np.dtype(parts)
 
     def definition_bytes(self, local: int) -> bytes:
@@ -102,7 +106,7 @@ class MessageDef:
         out = [struct.pack("<BBBHB", 0x40 | local, 0, 0, self.global_num, len(self.fields))]
         for f in self.fields:
             bt = f.base_type
-            out.append(struct.pack("<BBB", f.num, np.dtype(bt.dtype).itemsize, bt.code))
+            out.append(struct.pack("<BBB", f.num, np.dtype(bt.dtype).itemsize * f.count, bt.code))
         return b"".join(out)
 
     def encode(self, local: int, values: Mapping[str, Any], n: int | None = None) -> np.ndarray:
@@ -115,7 +119,7 @@ class MessageDef:
         if unknown:
             raise ValueError(f"fields not in the definition of message {self.global_num}: {sorted(unknown)}")
         if n is None:
-            lengths = {np.size(v) for v in values.values() if v is not None and np.ndim(v) > 0}
+            lengths = {np.shape(v)[0] for v in values.values() if v is not None and np.ndim(v) > 0}
             if len(lengths) > 1:
                 raise ValueError(f"columns of different lengths: {sorted(lengths)}")
             n = lengths.pop() if lengths else 1

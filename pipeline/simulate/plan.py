@@ -69,6 +69,7 @@ class Athlete:
     cadence_base_spm: float
     hr_rest_bpm: float
     hr_max_bpm: float
+    watch: str = "classic"  # classic (2015-2019) | current (2022 on) | current+strap (with an HRM-Pro)
 
 
 @dataclass
@@ -103,11 +104,15 @@ _CITIES = {
     "Chicago": ("America/Chicago", 41.8826, -87.6226, 180.0),
 }
 _EXTRA_CITIES = ["Madrid", "Paris", "Sydney", "Chicago"]
+# (format, Garmin product id, product name, watch kind) of the fourth and later control athletes
+_CONTROL_WATCHES = [("fit", 2431, "fr235", "classic"), ("fit", 4024, "fr955", "current+strap"),
+                    ("fit", 4315, "fr965", "current")]
 _EXTRA_NAMES = ["Sofia Ruiz", "Camille Durand", "Mia Thompson", "Noah Kowalski", "Aiko Tanaka", "Jonas Berg"]
 
 
 def make_athlete(index: int, rng: np.random.Generator) -> Athlete:
     """The athlete at ``index`` (0 knee, 1 spike, 2 control, 3+ phone/control variants)."""
+    watch = "classic"
     if index == 0:
         variant, aid, name, city, unit, cap, fmt, product, pname = (
             "knee", "knee", "Harriet Okafor", "London", "mi", "9 mi", "fit", 3113, "fr945")
@@ -127,8 +132,8 @@ def make_athlete(index: int, rng: np.random.Generator) -> Athlete:
         unit, cap = ("mi", None) if city == "Chicago" else ("km", None)
         if variant == "phone":
             fmt, product, pname = "gpx", None, "StravaGPX Android"
-        else:
-            fmt, product, pname = "fit", 2431, "fr235"
+        else:  # a club's watches span the years: a Forerunner 235, 955 with a chest strap, 965
+            fmt, product, pname, watch = _CONTROL_WATCHES[(k // 2) % len(_CONTROL_WATCHES)]
     tz, lat, lon, alt = _CITIES[city]
     home_lat = lat + float(rng.uniform(-0.004, 0.004))
     home_lon = lon + float(rng.uniform(-0.006, 0.006))
@@ -141,7 +146,7 @@ def make_athlete(index: int, rng: np.random.Generator) -> Athlete:
         serial=int(rng.integers(3_000_000_000, 3_999_999_999)),
         v_easy_mps=round(v_easy, 4), v_tempo_mps=round(v_easy * float(rng.uniform(1.17, 1.22)), 4),
         cadence_base_spm=round(float(rng.uniform(162, 170)), 1),
-        hr_rest_bpm=float(rng.integers(46, 56)), hr_max_bpm=float(rng.integers(182, 194)),
+        hr_rest_bpm=float(rng.integers(46, 56)), hr_max_bpm=float(rng.integers(182, 194)), watch=watch,
     )
 
 
