@@ -502,9 +502,7 @@ class _Scanner:
         self.u8 = np.frombuffer(data, dtype=np.uint8)
         self.out = Decoded()
         self.dev_types: dict[int, dict[int, Any]] = {}
-        # record runs in file order: (definition, position, count, header timestamps): an array for
-        # a run, a float for one record with a compressed header, None without compressed headers
-        self.runs: list[tuple[_Def, int, int, np.ndarray | float | None]] = []
+        self.records: dict[int, _Records] = {}  # where the records of each definition are, by id
         self.def_cache: dict[tuple[int, int, bytes], _Def] = {}
         self.dev_version = 0  # bumped by developer data messages: cached layouts go stale
 
@@ -598,12 +596,12 @@ class _Scanner:
         local: dict[int, _Def] = {}
         acc = 0
         p = start
-        runs = self.runs
+        records = self._records_of
         # the quick walk, by normal data header byte (local type 0-15): the message's size with its header
         # when the walk only has to step over it or note a record (0: take the full step below), and
-        # (definition, is it a record, its timestamp readers)
+        # (where its records go (list.append) or None, its timestamp readers)
         quick = [0] * 16
-        quick_step: list[tuple[_Def, bool, tuple[tuple[int, struct.Struct, int, str], ...]] | None] = [None] * 16
+        quick_step: list[tuple[Any, tuple[tuple[int, struct.Struct, int, str], ...]] | None] = [None] * 16
         while p < end:
             stamped = []  # (position, timestamp readers) of the quick walk's messages with timestamp fields
             while p < end:
@@ -613,11 +611,11 @@ class _Scanner:
                 after = p + quick[h]
                 if after > end:
                     break
-                defn, is_record, readers = quick_step[h]  # type: ignore[misc]
-                if is_record:
+                note, readers = quick_step[h]  # type: ignore[misc]
+                if note is not None:
                     if after < end and buf[after] == h:
                         break  # records back to back: the vector test below
-                    runs.append((defn, p, 1, None))
+                    note(p)
                 if readers:
                     stamped.append((p, readers))
                 p = after
@@ -636,7 +634,8 @@ class _Scanner:
                 if not defn.bad:
                     size, is_record, readers, name = _step(defn)
                     if name is None:  # a record, or a message nothing here reads
-                        quick[lnum], quick_step[lnum] = size, (defn, is_record, readers)
+                        note = records(defn).singles.append if is_record else None
+                        quick[lnum], quick_step[lnum] = size, (note, readers)
                 continue
             else:
                 lnum, time_offset = h & 0x0F, None
@@ -652,7 +651,7 @@ class _Scanner:
                 # a run of records (a watch that writes nothing between them): found and timed as vectors
                 count = self._run_length(p, end, size, lnum)
                 acc, header_ts = self._run_timestamps(defn, p, count, size, acc)
-                runs.append((defn, p, count, header_ts))
+                records(defn).runs.append((p, count, size, header_ts))
                 p += count * size
                 continue
             # any other message: one step each
@@ -664,7 +663,12 @@ class _Scanner:
             if time_offset is not None:
                 acc = ts_header = _compressed(time_offset, acc)
             if is_record:
-                runs.append((defn, p, 1, None if ts_header is None else float(ts_header)))
+                recs = records(defn)
+                if ts_header is None:
+                    recs.singles.append(p)
+                else:
+                    recs.stamped.append(p)
+                    recs.stamped_ts.append(float(ts_header))
             elif name is not None:
                 self._dispatch(name, defn, _raw_values(defn, buf, p + 1), ts_header)
             p = after
@@ -760,26 +764,28 @@ class _Scanner:
             native_field_num=raws.get("native_field_num"),
         )
 
+    def _records_of(self, defn: _Def) -> _Records:
+        recs = self.records.get(id(defn))
+        if recs is None:
+            recs = self.records[id(defn)] = _Records(defn)
+        return recs
+
     def _records(self) -> None:
         """Decode every record, definition by definition, into columns in file order."""
-        groups: dict[int, list[tuple[_Def, int, int, np.ndarray | float | None]]] = {}
-        for run in self.runs:
-            groups.setdefault(id(run[0]), []).append(run)
         parts: list[tuple[np.ndarray | None, dict[str, np.ndarray]]] = []
-        for members in groups.values():
-            defn = members[0][0]
-            plan = _record_plan(defn)
-            starts = None
-            if len(members) == 1:
-                _d, p, count, _h = members[0]
+        many = len(self.records) > 1
+        for recs in self.records.values():
+            plan = _record_plan(recs.defn)
+            if not recs.singles and not recs.stamped and len(recs.runs) == 1:
+                p, count, _size, header_ts = recs.runs[0]  # the whole file is one run (older watches)
                 arr = np.frombuffer(self.buf, dtype=plan.dtype, count=count, offset=p)
-                if len(groups) > 1:
-                    starts = p + np.arange(count) * plan.dtype.itemsize
+                starts = p + np.arange(count) * plan.dtype.itemsize if many else None
+                times = header_ts if header_ts is not None else np.full(count, np.nan)
             else:
-                starts = _starts(members, plan.dtype.itemsize)
+                starts, times = recs.positions()
                 rows = self.u8[starts[:, None] + np.arange(plan.dtype.itemsize)]
                 arr = rows.view(plan.dtype).reshape(len(starts))
-            parts.append((starts, _record_columns(defn, arr, _header_times(members))))
+            parts.append((starts, _record_columns(recs.defn, arr, times)))
         if not parts:
             self.out.records = {key: np.empty(0) for key in ("t",) + SAMPLE_KEYS}
         elif len(parts) == 1:
@@ -788,6 +794,29 @@ class _Scanner:
             order = np.argsort(np.concatenate([starts for starts, _c in parts]), kind="stable")
             merged = {key: np.concatenate([cols[key] for _s, cols in parts]) for key in parts[0][1]}
             self.out.records = {key: values[order] for key, values in merged.items()}
+
+
+@dataclass
+class _Records:
+    """Where the records of one definition are: single records with a normal header, with a compressed
+    header (and its timestamp), and runs of records back to back (position, count, size, header times)."""
+
+    defn: _Def
+    singles: list[int] = field(default_factory=list)
+    stamped: list[int] = field(default_factory=list)
+    stamped_ts: list[float] = field(default_factory=list)
+    runs: list[tuple[int, int, int, np.ndarray | None]] = field(default_factory=list)
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every record's byte position in file order, and its compressed-header timestamp (NaN: none)."""
+        starts = [np.array(self.singles, dtype=np.int64), np.array(self.stamped, dtype=np.int64)]
+        times = [np.full(len(self.singles), np.nan), np.array(self.stamped_ts, dtype=np.float64)]
+        for p, count, size, header_ts in self.runs:
+            starts.append(p + np.arange(count, dtype=np.int64) * size)
+            times.append(header_ts if header_ts is not None else np.full(count, np.nan))
+        pos, ts = np.concatenate(starts), np.concatenate(times)
+        order = np.argsort(pos, kind="stable")
+        return pos[order], ts[order]
 
 
 def _last_timestamp(buf: bytes, stamped: list[tuple[int, tuple[tuple[int, struct.Struct, int, str], ...]]],
@@ -806,29 +835,6 @@ def _same_local(head: int, lnum: int) -> bool:
     if head & 0x80:
         return (head >> 5) & 0x3 == lnum
     return not head & 0x40 and head & 0x0F == lnum
-
-
-def _starts(members: list[tuple[_Def, int, int, Any]], size: int) -> np.ndarray:
-    """The byte position of every record of ``members`` (runs of one definition), in file order."""
-    positions = np.fromiter((p for _d, p, _c, _h in members), dtype=np.int64, count=len(members))
-    counts = np.fromiter((c for _d, _p, c, _h in members), dtype=np.int64, count=len(members))
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(positions, counts) + (np.arange(int(counts.sum())) - first) * size
-
-
-def _header_times(members: list[tuple[_Def, int, int, np.ndarray | float | None]]) -> np.ndarray:
-    """The compressed-header timestamps of ``members``' records (NaN: a normal header)."""
-    if all(h is None for _d, _p, _c, h in members):
-        return np.full(sum(c for _d, _p, c, _h in members), np.nan)
-    values: list[float] = []
-    for _d, _p, count, h in members:
-        if h is None:
-            values.extend([np.nan] * count)
-        elif isinstance(h, np.ndarray):
-            values.extend(h.tolist())
-        else:
-            values.append(h)
-    return np.array(values, dtype=np.float64)
 
 
 def decode_fit_fast(data: bytes) -> Decoded:
