@@ -667,8 +667,8 @@ class _Scanner:
                 if ts_header is None:
                     recs.singles.append(p)
                 else:
-                    recs.stamped.append(p)
-                    recs.stamped_ts.append(float(ts_header))
+                    recs.compressed.append(p)
+                    recs.compressed_ts.append(float(ts_header))
             elif name is not None:
                 self._dispatch(name, defn, _raw_values(defn, buf, p + 1), ts_header)
             p = after
@@ -773,10 +773,11 @@ class _Scanner:
     def _records(self) -> None:
         """Decode every record, definition by definition, into columns in file order."""
         parts: list[tuple[np.ndarray | None, dict[str, np.ndarray]]] = []
-        many = len(self.records) > 1
-        for recs in self.records.values():
+        found = [recs for recs in self.records.values() if recs.singles or recs.compressed or recs.runs]
+        many = len(found) > 1
+        for recs in found:  # a record definition no record uses is never planned (nor refused)
             plan = _record_plan(recs.defn)
-            if not recs.singles and not recs.stamped and len(recs.runs) == 1:
+            if not recs.singles and not recs.compressed and len(recs.runs) == 1:
                 p, count, _size, header_ts = recs.runs[0]  # the whole file is one run (older watches)
                 arr = np.frombuffer(self.buf, dtype=plan.dtype, count=count, offset=p)
                 starts = p + np.arange(count) * plan.dtype.itemsize if many else None
@@ -803,14 +804,14 @@ class _Records:
 
     defn: _Def
     singles: list[int] = field(default_factory=list)
-    stamped: list[int] = field(default_factory=list)
-    stamped_ts: list[float] = field(default_factory=list)
+    compressed: list[int] = field(default_factory=list)
+    compressed_ts: list[float] = field(default_factory=list)
     runs: list[tuple[int, int, int, np.ndarray | None]] = field(default_factory=list)
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
         """Every record's byte position in file order, and its compressed-header timestamp (NaN: none)."""
-        starts = [np.array(self.singles, dtype=np.int64), np.array(self.stamped, dtype=np.int64)]
-        times = [np.full(len(self.singles), np.nan), np.array(self.stamped_ts, dtype=np.float64)]
+        starts = [np.array(self.singles, dtype=np.int64), np.array(self.compressed, dtype=np.int64)]
+        times = [np.full(len(self.singles), np.nan), np.array(self.compressed_ts, dtype=np.float64)]
         for p, count, size, header_ts in self.runs:
             starts.append(p + np.arange(count, dtype=np.int64) * size)
             times.append(header_ts if header_ts is not None else np.full(count, np.nan))
