@@ -178,7 +178,7 @@ def join_pain_onsets(
     runs = _runs(activities, zones)
     rows = reports.select(list(PAIN_REPORT_SCHEMA)).to_dicts()
     decisions = [
-        _decide(row, runs.get(row["athlete_id"], []), zones.get(row["athlete_id"]), after_window_h)
+        _decide(row, runs.get(row["athlete_id"], _Runs()), zones.get(row["athlete_id"]), after_window_h)
         for row in rows
     ]
     needed = sorted(
@@ -254,14 +254,27 @@ def _zone_of(name: str | None) -> tzinfo | None:
         return None
 
 
-def _runs(activities: pl.DataFrame, zones: Mapping[str, tzinfo]) -> dict[str, list[_Run]]:
+class _Runs(list):  # type: ignore[type-arg]
+    """One athlete's runs sorted by start, with an index by local date (a pain row looks up its day)."""
+
+    def on(self, day: date) -> list[_Run]:
+        """The runs whose local start is on ``day``, in start order."""
+        index = self.__dict__.get("_by_day")
+        if index is None:
+            index = self.__dict__["_by_day"] = {}
+            for r in self:
+                index.setdefault(r.local_date, []).append(r)
+        return list(index.get(day, ()))
+
+
+def _runs(activities: pl.DataFrame, zones: Mapping[str, tzinfo]) -> dict[str, _Runs]:
     """Running activities by athlete, sorted by start."""
     wanted = ["activity_id", "athlete_id", "sport", "start_utc", "end_utc", "utc_offset_s",
               "timezone", "source_file", "distance_m", "elapsed_s", "moving_s"]  # fmt: skip
     if "device_time_s" in activities.columns:  # on a device clock: no date, never a pain candidate
         activities = activities.filter(pl.col("start_utc").is_not_null() | pl.col("device_time_s").is_null())
     frame = activities.select(wanted).filter(pl.col("sport").is_in(sorted(RUNNING_SPORTS)))
-    by_athlete: dict[str, list[_Run]] = {}
+    by_athlete: dict[str, _Runs] = {}
     for a in frame.to_dicts():
         start: datetime | None = a["start_utc"]
         if start is None or a["athlete_id"] is None:
@@ -278,7 +291,7 @@ def _runs(activities: pl.DataFrame, zones: Mapping[str, tzinfo]) -> dict[str, li
         else:
             zone = zones.get(a["athlete_id"]) or own_zone or _UTC
             local = start.astimezone(zone).replace(tzinfo=None)
-        by_athlete.setdefault(a["athlete_id"], []).append(
+        by_athlete.setdefault(a["athlete_id"], _Runs()).append(
             _Run(
                 activity_id=a["activity_id"],
                 start_utc=start,
@@ -352,7 +365,7 @@ def _one(cands: list[_Run], day: date) -> _Decision | _Run:
 # --------------------------------------------------------------------------- deciding
 
 
-def _decide(row: dict[str, Any], runs: list[_Run], zone: tzinfo | None, after_window_h: float) -> _Decision:
+def _decide(row: dict[str, Any], runs: _Runs, zone: tzinfo | None, after_window_h: float) -> _Decision:
     try:
         onset = parse_onset(row["onset_raw"] or "")
     except PainRowError as exc:
@@ -375,15 +388,15 @@ def _decide(row: dict[str, Any], runs: list[_Run], zone: tzinfo | None, after_wi
         # `run` start time is first looked up on `date` itself (the column's
         # definition: the run's date), then on the day before.
         if hint and _HHMM_RE.match(hint.strip()):
-            on_date = [r for r in runs if r.local_date == day]
+            on_date = runs.on(day)
             cands, why = _apply_hint(hint, day, on_date, runs)
             if cands:
                 note = f"`run` {hint} names a run on {day}: date read as the run's date"
         day = day - timedelta(days=1)
         if note is None:
-            cands, why = _apply_hint(hint, day, [r for r in runs if r.local_date == day], runs)
+            cands, why = _apply_hint(hint, day, runs.on(day), runs)
     else:
-        cands, why = _apply_hint(hint, day, [r for r in runs if r.local_date == day], runs)
+        cands, why = _apply_hint(hint, day, runs.on(day), runs)
     if why is not None:
         return _Decision("unmatched", why)
 
@@ -427,9 +440,9 @@ def _recent_hint(runs: list[_Run], day: date, zone: tzinfo | None, window_h: flo
 
 
 def _decide_instant(
-    onset: Onset, day: date, runs: list[_Run], zone: tzinfo | None, hint: str | None
+    onset: Onset, day: date, runs: _Runs, zone: tzinfo | None, hint: str | None
 ) -> _Decision:
-    same_day = [r for r in runs if r.local_date == day]
+    same_day = runs.on(day)
     cands, why = _apply_hint(hint, day, same_day, runs)
     if why is not None:
         return _Decision("unmatched", why)
