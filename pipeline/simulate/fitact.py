@@ -341,7 +341,6 @@ def build_fit(
     return FitActivity(w.to_bytes(), record_offsets, rec_size, n_laps, bounds)
 
 
-
 def _current_values(s: Samples, device: DeviceInfo, t0: int, cycling: bool) -> dict[str, np.ndarray | int | None]:
     """A current Garmin's extra record fields, raw: power, temperature, running dynamics, undocumented bytes."""
     rng = np.random.default_rng([device.serial, t0])
