@@ -387,8 +387,9 @@ def test_compressed_timestamps_follow_the_last_full_timestamp() -> None:
     assert [t.timestamp() - first for t in times] == [i + (30 if i > 20 else 0) for i in range(40)]
 
 
-def _interleaved_then_compressed(*, lead_s: int) -> bytes:
-    """Ten records each followed by an hrv, then a gps_metadata stamped ``lead_s`` later, then a compressed record."""
+def _interleaved_then_compressed(*, lead_s: int | None) -> bytes:
+    """Ten records each followed by an hrv, then a gps_metadata stamped ``lead_s`` later (None: an invalid
+    timestamp), then a compressed record."""
     w = _Fit()
     w.define(0, 0, [(0, ENUM, 1), (1, UINT16, 2), (2, UINT16, 2), (4, UINT32, 4)])
     w.data(0, 4, 1, 1623, T0)
@@ -398,11 +399,12 @@ def _interleaved_then_compressed(*, lead_s: int) -> bytes:
     w.define(1, 20, [(3, UINT8, 1), (5, UINT32, 4), (6, UINT16, 2)])  # no timestamp: the header has it
     w.define(8, 78, [(0, UINT16, 2)])
     w.define(9, 160, [(253, UINT32, 4), (1, UINT16, 2)])
+    step_s = 4 if lead_s is None else 1  # without a valid gps_metadata time the records must span > 32 s
     for i in range(10):
-        w.data(4, T0 + i, 140, i * 310, 3100)
+        w.data(4, T0 + i * step_s, 140, i * 310, 3100)
         w.data(8, 800 + i)
-    w.data(9, T0 + 9 + lead_s, 1000)
-    last = T0 + 10 + lead_s
+    w.data(9, 0xFFFFFFFF if lead_s is None else T0 + 9 + lead_s, 1000)
+    last = T0 + 9 * step_s + 1 + (lead_s or 0)
     w.data(1, 141, 3100, 3100, time_offset=last & 0x1F)
     w.data(3, last, 0, 4)
     w.define(6, 18, [(253, UINT32, 4), (2, UINT32, 4), (7, UINT32, 4), (8, UINT32, 4), (9, UINT32, 4),
@@ -411,15 +413,16 @@ def _interleaved_then_compressed(*, lead_s: int) -> bytes:
     return w.file()
 
 
-@pytest.mark.parametrize("lead_s", [1, 40, 70])
-def test_a_compressed_header_counts_from_the_last_stamped_message_between_records(lead_s: int) -> None:
+@pytest.mark.parametrize("lead_s", [1, 40, 70, None])
+def test_a_compressed_header_counts_from_the_last_stamped_message_between_records(lead_s: int | None) -> None:
     """The quick walk over records and hrv/gps_metadata hands on the last timestamp it stepped over."""
     data = _interleaved_then_compressed(lead_s=lead_s)
     fast = _check(data, f"hand/interleaved-then-compressed-{lead_s}")
     assert fast is not None and fast[0] == "sessions", f"fast path declined: {_decline_reason(data)}"
     times = [s["t_utc"] for s in fast[1][0].samples]
     first = datetime(1989, 12, 31, tzinfo=timezone.utc).timestamp() + T0
-    assert [t.timestamp() - first for t in times] == [*range(10), 10 + lead_s]
+    step_s = 4 if lead_s is None else 1
+    assert [t.timestamp() - first for t in times] == [i * step_s for i in range(10)] + [9 * step_s + 1 + (lead_s or 0)]
 
 
 def _mutated(data: bytes, edits: list[tuple[int, int]]) -> bytes:

@@ -597,30 +597,30 @@ class _Scanner:
         acc = 0
         p = start
         records = self._records_of
-        # the quick walk, by normal data header byte (local type 0-15): the message's size with its header
-        # when the walk only has to step over it or note a record (0: take the full step below), and
-        # (where its records go (list.append) or None, its timestamp readers)
-        quick = [0] * 16
-        quick_step: list[tuple[Any, tuple[tuple[int, struct.Struct, int, str], ...]] | None] = [None] * 16
+        # the quick walk, by header byte: (size with the header, the list its records' positions go to or
+        # None, its timestamp readers) for a normal data header (local type 0-15) whose messages the walk
+        # only has to step over or note as records; None: take the full step below
+        quick: list[tuple[int, list[int] | None, tuple[tuple[int, struct.Struct, int, str], ...]] | None]
+        quick = [None] * 256
         while p < end:
-            stamped = []  # (position, timestamp readers) of the quick walk's messages with timestamp fields
+            begin, last, last_readers = p, -1, ()
             while p < end:
-                h = buf[p]
-                if h > 15 or not quick[h]:
+                step = quick[buf[p]]
+                if step is None:
                     break
-                after = p + quick[h]
+                size, positions, readers = step
+                after = p + size
                 if after > end:
                     break
-                note, readers = quick_step[h]  # type: ignore[misc]
-                if note is not None:
-                    if after < end and buf[after] == h:
+                if positions is not None:
+                    if after < end and buf[after] == buf[p]:
                         break  # records back to back: the vector test below
-                    note(p)
+                    positions.append(p)
                 if readers:
-                    stamped.append((p, readers))
+                    last, last_readers = p, readers
                 p = after
-            if stamped:
-                acc = _last_timestamp(buf, stamped, acc)
+            if last >= 0:
+                acc = _last_timestamp(buf, quick, begin, p, last, last_readers, acc)
             if p >= end:
                 break
             h = buf[p]
@@ -630,12 +630,11 @@ class _Scanner:
                 p = self._definition(p, end, local)
                 lnum = h & 0x0F
                 defn = local[lnum]
-                quick[lnum], quick_step[lnum] = 0, None
+                quick[lnum] = None
                 if not defn.bad:
                     size, is_record, readers, name = _step(defn)
                     if name is None:  # a record, or a message nothing here reads
-                        note = records(defn).singles.append if is_record else None
-                        quick[lnum], quick_step[lnum] = size, (note, readers)
+                        quick[lnum] = (size, records(defn).singles if is_record else None, readers)
                 continue
             else:
                 lnum, time_offset = h & 0x0F, None
@@ -820,11 +819,26 @@ class _Records:
         return pos[order], ts[order]
 
 
-def _last_timestamp(buf: bytes, stamped: list[tuple[int, tuple[tuple[int, struct.Struct, int, str], ...]]],
-                    acc: int) -> int:
-    """The compressed-timestamp base after ``stamped`` messages: their last valid timestamp field, else ``acc``."""
-    for p, readers in reversed(stamped):
-        for off, st, invalid, _type in reversed(readers):
+def _last_timestamp(buf: bytes, quick: list[Any], begin: int, end: int, last: int,
+                    readers: tuple[tuple[int, struct.Struct, int, str], ...], acc: int) -> int:
+    """The compressed-timestamp base after the quick walk from ``begin`` to ``end``: its last valid timestamp.
+
+    ``last`` is the last message with timestamp fields it stepped over; when none of them holds a
+    valid value (rare), the stretch is walked again for the messages before it.
+    """
+    for off, st, invalid, _type in reversed(readers):
+        (value,) = st.unpack_from(buf, last + off)
+        if value != invalid:
+            return value
+    stamped = []
+    p = begin
+    while p < last:
+        size, _positions, step_readers = quick[buf[p]]
+        if step_readers:
+            stamped.append((p, step_readers))
+        p += size
+    for p, step_readers in reversed(stamped):
+        for off, st, invalid, _type in reversed(step_readers):
             (value,) = st.unpack_from(buf, p + off)
             if value != invalid:
                 return value
