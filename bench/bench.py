@@ -353,7 +353,8 @@ def writer_probe(raw: Path, work: Path, n_files: int) -> dict[str, Any]:
     warehouses: one file per transaction (``find_overlapping`` +
     ``Warehouse.load_file``, the ingest before batching) and the way the
     ingest loads now (``OverlapIndex`` + ``Warehouse.load_files`` with
-    ``_BATCH_FILES`` files per transaction, one Arrow append per table).
+    ``_BATCH_FILES`` files per transaction, one Arrow append per table,
+    DuckDB on one thread: ``Warehouse.loading``).
     """
     from pipeline.ingest import _BATCH_FILES, _ledger, _Unit, decode_file, unpack_activities
     from pipeline.warehouse import FileLoad, Warehouse
@@ -384,7 +385,7 @@ def writer_probe(raw: Path, work: Path, n_files: int) -> dict[str, Any]:
         wh.finish_run(run_id, status="ok", summary={})
     per_file = time.monotonic() - t0
     t0 = time.monotonic()
-    with Warehouse.open(scratch / "batched" / "pipeline.duckdb") as wh:
+    with Warehouse.open(scratch / "batched" / "pipeline.duckdb") as wh, wh.loading():  # as the ingest loads
         run_id = wh.begin_run(command="ingest")
         index = wh.overlap_index()
         batch: list[Any] = []
