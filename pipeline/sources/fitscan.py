@@ -2,13 +2,13 @@
 
 :func:`decode_fit_fast` walks the message headers in Python and notes where
 each ``record`` message lies: a run of records with nothing between them
-(what older watches and the simulator write) is found by a vector test on
-its header bytes. Newer Garmin watches write ``hrv``, ``gps_metadata`` and
-undocumented messages between every two records: a quick inner walk steps
-over those and notes the records, with one table lookup per message (the
-size of each local type's messages, kept up to date at every definition);
-the full step is taken only for definitions, compressed-timestamp headers
-and the messages decoded one by one. Each definition's records are then
+(what older watches write) is found by a vector test on its header bytes.
+Newer Garmin watches write ``hrv``, ``gps_metadata`` and undocumented
+messages between every two records: a quick inner walk steps over those and
+notes the records, with one table lookup per message (the size of each local
+type's messages, kept up to date at every definition); the full step is
+taken only for definitions, compressed-timestamp headers and the messages
+decoded one by one. Each definition's records are then
 gathered by byte position and decoded at once as a numpy structured array.
 Every other message of interest is decoded one by one with fitparse's own
 profile objects (subfields, components, scale/offset, enum names), so its
@@ -620,7 +620,7 @@ class _Scanner:
                     last, last_readers = p, readers
                 p = after
             if last >= 0:
-                acc = _last_timestamp(buf, quick, begin, p, last, last_readers, acc)
+                acc = _last_timestamp(buf, quick, begin, last, last_readers, acc)
             if p >= end:
                 break
             h = buf[p]
@@ -654,9 +654,9 @@ class _Scanner:
                 p += count * size
                 continue
             # any other message: one step each
-            for off, st, invalid, _type in readers:
-                (value,) = st.unpack_from(buf, p + off)
-                if value != invalid:
+            if readers:
+                value = _stamp(buf, p, readers)
+                if value is not None:
                     acc = value
             ts_header = None
             if time_offset is not None:
@@ -819,17 +819,25 @@ class _Records:
         return pos[order], ts[order]
 
 
-def _last_timestamp(buf: bytes, quick: list[Any], begin: int, end: int, last: int,
+def _stamp(buf: bytes, p: int, readers: tuple[tuple[int, struct.Struct, int, str], ...]) -> int | None:
+    """The last valid value of the timestamp fields (``readers``) of the message at ``p``, or None."""
+    for off, st, invalid, _type in reversed(readers):
+        (value,) = st.unpack_from(buf, p + off)
+        if value != invalid:
+            return value
+    return None
+
+
+def _last_timestamp(buf: bytes, quick: list[Any], begin: int, last: int,
                     readers: tuple[tuple[int, struct.Struct, int, str], ...], acc: int) -> int:
-    """The compressed-timestamp base after the quick walk from ``begin`` to ``end``: its last valid timestamp.
+    """The compressed-timestamp base after a quick walk from ``begin``: its last valid timestamp, else ``acc``.
 
     ``last`` is the last message with timestamp fields it stepped over; when none of them holds a
     valid value (rare), the stretch is walked again for the messages before it.
     """
-    for off, st, invalid, _type in reversed(readers):
-        (value,) = st.unpack_from(buf, last + off)
-        if value != invalid:
-            return value
+    value = _stamp(buf, last, readers)
+    if value is not None:
+        return value
     stamped = []
     p = begin
     while p < last:
@@ -838,10 +846,9 @@ def _last_timestamp(buf: bytes, quick: list[Any], begin: int, end: int, last: in
             stamped.append((p, step_readers))
         p += size
     for p, step_readers in reversed(stamped):
-        for off, st, invalid, _type in reversed(step_readers):
-            (value,) = st.unpack_from(buf, p + off)
-            if value != invalid:
-                return value
+        value = _stamp(buf, p, step_readers)
+        if value is not None:
+            return value
     return acc
 
 
