@@ -25,21 +25,6 @@ REJECTED_PAIN_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-_DTYPE_NAMES: dict[int, tuple[dict[str, pl.DataType], list[str]]] = {}
-
-
-def _dtype_names(schema: dict[str, pl.DataType]) -> list[str]:
-    """``schema``'s dtypes as strings (``Datetime(time_unit='us', time_zone='UTC')``), computed once per schema.
-
-    Comparing strings is ~5x cheaper than polars' dtype equality, and the
-    warehouse compares three frames' schemas for every file it loads.
-    """
-    hit = _DTYPE_NAMES.get(id(schema))
-    if hit is None or hit[0] is not schema:
-        hit = _DTYPE_NAMES[id(schema)] = (schema, [str(t) for t in schema.values()])
-    return hit[1]
-
-
 def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.DataFrame:
     """``df`` with exactly ``schema``'s columns, order and dtypes, or :class:`WarehouseError`.
 
@@ -47,8 +32,10 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.D
     dtype that differs is cast strictly (a value that does not fit is an
     error). Aware datetimes are converted to UTC, naive ones taken as UTC.
     """
-    if df.columns == list(schema) and [str(t) for t in df.dtypes] == _dtype_names(schema):
-        return df  # the common case: the importers build frames with the exact schema
+    # the common case: the importers build frames with the exact schema (dtype strings compare
+    # ~5x faster than polars' dtype equality; the warehouse checks three frames per loaded file)
+    if df.columns == list(schema) and [str(t) for t in df.dtypes] == [str(t) for t in schema.values()]:
+        return df
     missing = [c for c in schema if c not in df.columns]
     extra = [c for c in df.columns if c not in schema]
     if missing or extra:
