@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import InputError, RejectedFile, SkippedFile
@@ -694,6 +694,7 @@ _ZIP_BASE = make_zip({"activities/1.fit.gz": gzip.compress(build_fit(n=5)), "act
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(_ZIP_BASE) - 1), st.integers(0, 255)), min_size=1, max_size=6))
+@example(mutations=[(1497, 0)])  # a central-directory name length of 0: a member without a name
 def test_corrupt_archives_raise_only_rejected_file(mutations: list[tuple[int, int]]) -> None:
     data = bytearray(_ZIP_BASE)
     for pos, value in mutations:

@@ -87,7 +87,9 @@ def is_activity_name(name: str) -> bool:
 
 
 def _unsafe_name(name: str) -> str | None:
-    """Why a member name could escape the archive, or None when it is safe."""
+    """Why a member name could escape the archive (or is no name at all), or None when it is safe."""
+    if not name:
+        return "member without a name"  # zipfile itself fails on one (ZipInfo.is_dir)
     if "\x00" in name:
         return "NUL byte in member name"
     norm = name.replace("\\", "/")
