@@ -309,6 +309,27 @@ def test_a_huge_cross_join_is_interrupted(snapshot: Path) -> None:
     assert time.monotonic() - start < 10
 
 
+def test_a_time_limit_that_runs_out_before_the_query_starts_still_stops_it(
+    snapshot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB drops an interrupt that lands before its query starts (a paused or slow process):
+    past the limit the watchdog interrupts again until the query ends."""
+    import pipeline.warehouse.query as query
+
+    checked = query.check_statements
+
+    def slow_check(con: Any, sql: str) -> Any:
+        time.sleep(1.5)  # the 1 s limit runs out here, before any query runs
+        return checked(con, sql)
+
+    monkeypatch.setattr(query, "check_statements", slow_check)
+    start = time.monotonic()
+    with pytest.raises(QueryRefused, match="exceeded 1 s"):
+        run_readonly_query(snapshot, "SELECT sum(a.range * b.range) FROM range(60000) a, range(60000) b",
+                           timeout_s=1, threads=1)
+    assert time.monotonic() - start < 10
+
+
 def test_a_memory_hog_is_stopped_by_the_memory_limit(snapshot: Path) -> None:
     with pytest.raises(QueryRefused, match="64MB memory limit"):
         run_readonly_query(

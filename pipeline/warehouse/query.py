@@ -14,7 +14,9 @@ Two independent guards:
    scans, ``memory_limit`` and ``threads`` set, then ``lock_configuration``
    so no statement can loosen any of it.
 
-A ``threading.Timer`` interrupts the connection after ``timeout_s``.
+A watchdog thread interrupts the connection after ``timeout_s``, and again every
+quarter second until the query ends (an interrupt that lands before DuckDB has
+started the query is lost).
 
 Result columns whose DuckDB type polars cannot hold (``INTERVAL``,
 ``UNION``, also nested in lists and structs) come back as DuckDB's text
@@ -44,6 +46,8 @@ ALLOWED = frozenset({duckdb.StatementType.SELECT})
 
 #: Largest result returned to the caller, rows.
 DEFAULT_MAX_ROWS = 1_000_000
+#: Past the time limit, the watchdog interrupts the query again this often (seconds).
+_INTERRUPT_AGAIN_S = 0.25
 
 _REFUSAL_HINT = {
     duckdb.StatementType.COPY: "COPY reads or writes files",
@@ -247,17 +251,25 @@ def run_readonly_query(
     params = dict(params or {})
     con = open_readonly(snapshot, memory_limit=memory_limit, threads=threads)
     fired = threading.Event()
-    guard = threading.Lock()  # the timer never interrupts a connection being closed
+    done = threading.Event()
+    guard = threading.Lock()  # the watchdog never interrupts a connection being closed
     closed = False
 
-    def _interrupt() -> None:
-        with guard:
-            if not closed:
+    def _watchdog() -> None:
+        # past the limit, interrupt again and again until the query ends: DuckDB drops an
+        # interrupt that lands before its query starts (a process paused or slow to get there)
+        if done.wait(timeout_s):
+            return
+        while True:
+            with guard:
+                if closed:
+                    return
                 fired.set()
                 con.interrupt()
+            if done.wait(_INTERRUPT_AGAIN_S):
+                return
 
-    timer = threading.Timer(timeout_s, _interrupt)
-    timer.daemon = True
+    timer = threading.Thread(target=_watchdog, name="pipeline-sql-timeout", daemon=True)
     timer.start()
     try:
         statements = check_statements(con, sql)
@@ -318,7 +330,7 @@ def run_readonly_query(
             raise QueryRefused(f"refused by the read-only session: {exc}") from exc
         raise WarehouseError(f"query failed: {exc}") from exc
     finally:
-        timer.cancel()
+        done.set()
         with guard:
             closed = True
             con.close()
