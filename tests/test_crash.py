@@ -50,7 +50,6 @@ REPO = Path(__file__).resolve().parents[1]
 IGNORED: dict[str, tuple[str, ...]] = {
     # which run loaded the row: a resumed run re-writes some rows under its own id
     "activities": ("_run_id",),
-    "samples": ("_run_id",),
     "laps": ("_run_id",),
     "pauses": ("_run_id",),
     "activity_duplicates": ("_run_id",),

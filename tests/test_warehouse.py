@@ -235,6 +235,33 @@ def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     assert_frame_equal(first, again)
 
 
+def test_a_version_4_warehouse_keeps_its_samples_when_their_run_column_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 5 drops ``samples._run_id`` (a sample's run is its activity's), nothing else."""
+    import pipeline.warehouse.migrations as migrations
+    import pipeline.warehouse.store as store
+
+    path = tmp_path / "pipeline.duckdb"
+    act = make_activity("v4")
+    # the schema and the writer as they were at version 4
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 4])
+    monkeypatch.setattr(store, "_RUN_VIA_ACTIVITY", frozenset())
+    with Warehouse.open(path) as wh:
+        assert "_run_id" in wh.query("SELECT * FROM samples LIMIT 0").columns  # as version 4 had it
+        run_id = wh.begin_run(command="test")
+        wh.load_file(ledger=ledger_for(act), activities=[act])
+        wh.finish_run(run_id, status="ok", summary={})
+        before = wh.query("SELECT * EXCLUDE (_run_id) FROM samples ORDER BY t_utc")
+    monkeypatch.undo()
+    with Warehouse.open(path) as wh:
+        assert wh.query("SELECT max(version) AS v FROM _migrations")["v"][0] == MIGRATIONS[-1][0] >= 5
+        after = wh.query("SELECT * FROM samples ORDER BY t_utc")
+        assert wh.query("SELECT DISTINCT _run_id FROM activities")["_run_id"].to_list() == [run_id]
+    assert before.height == act.samples.height > 0
+    assert_frame_equal(after, before)
+
+
 def test_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.duckdb"
     with Warehouse.open(path) as wh:
@@ -253,7 +280,7 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
     ("table", "schema", "extra"),
     [
         ("activities", ACTIVITY_SCHEMA, {"_run_id": "VARCHAR"}),
-        ("samples", SAMPLE_SCHEMA, {"_run_id": "VARCHAR"}),
+        ("samples", SAMPLE_SCHEMA, {}),  # a sample's run is its activity's
         ("laps", LAP_SCHEMA, {"_run_id": "VARCHAR"}),
         ("pauses", PAUSE_SCHEMA, {"_run_id": "VARCHAR"}),
         (
@@ -402,7 +429,7 @@ def test_round_trip_preserves_every_value_and_instant(
         assert_frame_equal(as_utc_frame(laps, LAP_SCHEMA), act.laps, check_exact=True)
         pauses = wh.query("SELECT * FROM pauses ORDER BY pause_index")
         assert_frame_equal(as_utc_frame(pauses, PAUSE_SCHEMA), act.pauses, check_exact=True)
-        for table in ("activities", "samples", "laps", "pauses"):
+        for table in ("activities", "laps", "pauses"):  # samples take their activity's run
             assert wh.query(f"SELECT DISTINCT _run_id FROM {table}")["_run_id"].to_list() in ([run_id], [])
     finally:
         wh.query("SET TimeZone = 'UTC'")
@@ -586,7 +613,8 @@ def test_load_needs_a_run(tmp_path: Path) -> None:
         with pytest.raises(WarehouseError, match="begin_run"):
             wh.load_file(ledger=ledger_for(act), activities=[act])
         wh.load_file(ledger=ledger_for(act, run_id="manual"), activities=[act])
-        assert wh.query("SELECT DISTINCT _run_id FROM samples")["_run_id"].to_list() == ["manual"]
+        assert wh.query("SELECT DISTINCT _run_id FROM activities")["_run_id"].to_list() == ["manual"]
+        assert "_run_id" not in wh.query("SELECT * FROM samples LIMIT 0").columns  # the activity's run
 
 
 # ---------------------------------------------------------------------- runs

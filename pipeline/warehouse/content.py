@@ -26,7 +26,6 @@ BOOKKEEPING_TABLES = ("_ingest_runs", "_migrations")
 #: ``{table: columns}`` recording when or by which run a row was (re)written.
 BOOKKEEPING_COLUMNS: dict[str, tuple[str, ...]] = {
     "activities": ("_run_id",),
-    "samples": ("_run_id",),
     "laps": ("_run_id",),
     "pauses": ("_run_id",),
     "activity_duplicates": ("_run_id",),

@@ -466,11 +466,18 @@ _FILE_MTIME_V4 = """
 ALTER TABLE files ADD COLUMN mtime_ns BIGINT;
 """
 
+# A sample's ingest run is its activity's (both are written in one transaction): the same
+# string on every sample row cost the ingest's writer ~30 % of its append (docs/performance.md).
+_SAMPLES_RUN_V5 = """
+ALTER TABLE samples DROP COLUMN _run_id;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "tables", _TABLES_V1),
     (2, "coach views", _VIEWS_V2),
     (3, "activities on a device clock", _DEVICE_CLOCK_V3),
     (4, "file modification times", _FILE_MTIME_V4),
+    (5, "samples take their run from their activity", _SAMPLES_RUN_V5),
 ]
 
 _BOOKKEEPING = """
