@@ -17,6 +17,7 @@ import functools
 import hashlib
 import io
 import logging
+import os
 import struct
 import time
 from collections import Counter
@@ -162,15 +163,30 @@ def _sha256(data: bytes) -> str:
 
 def decode_file(
     path: str, rel_path: str, athlete_id: str, athlete_tz: str | None, data: bytes | None,
-    sport_hint: tuple[str, str | None] | None = None,
+    sport_hint: tuple[str, str | None] | None = None, known: tuple[str, int, int | None] | None = None,
 ) -> bytes:
     """Worker entry point: one file (or archive member) -> its activities as Arrow IPC bytes.
 
     ``sport_hint`` is (sport, sub_sport) from the export's ``activities.csv``: it
     replaces a sport the file leaves unknown (``generic``), never one the file states.
+    ``known`` is (sha256, size_bytes, mtime_ns) of the bytes the ingest hashed: the
+    hash is not computed again for ``data``, or for a file whose size and
+    modification time are still those (the ingest's own test for an unchanged file).
     """
+    sha256 = None
+    if known is not None:
+        if data is not None:
+            sha256 = known[0]
+        else:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                stat = None  # read_activities says why
+            if stat is not None and (stat.st_size, stat.st_mtime_ns) == known[1:]:
+                sha256 = known[0]
     return pack_activities(read_activities(Path(path), rel_path=rel_path, athlete_id=athlete_id,
-                                           athlete_tz=athlete_tz, data=data, sport_hint=sport_hint))
+                                           athlete_tz=athlete_tz, data=data, sport_hint=sport_hint,
+                                           sha256=sha256))
 
 
 _TABLES = (("activities", ACTIVITY_SCHEMA), ("samples", SAMPLE_SCHEMA), ("laps", LAP_SCHEMA),
@@ -187,12 +203,16 @@ def pack_activities(activities: list[NormalisedActivity]) -> bytes:
     for name, schema in _TABLES[1:]:
         parts = [getattr(a, name) for a in activities]
         frames.append(pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema))
-    out = bytearray()
+    out = io.BytesIO()  # one buffer, one copy out: the samples are ~150 bytes a row
     for frame in frames:
-        buf = io.BytesIO()
-        frame.write_ipc_stream(buf, compression="uncompressed")
-        out += struct.pack("<Q", buf.tell()) + buf.getvalue()
-    return bytes(out)
+        at = out.tell()
+        out.write(bytes(8))
+        frame.write_ipc_stream(out, compression="uncompressed")
+        end = out.tell()
+        out.seek(at)
+        out.write(struct.pack("<Q", end - at - 8))
+        out.seek(end)
+    return out.getvalue()
 
 
 def unpack_activities(payload: bytes) -> list[NormalisedActivity]:
@@ -450,7 +470,8 @@ def _ingest_activities(
                     unit.rel_path,
                     decode_file,
                     (str(unit.path), unit.rel_path, unit.athlete_id,
-                     athlete.timezone if athlete else None, unit.data, unit.sport_hint),
+                     athlete.timezone if athlete else None, unit.data, unit.sport_hint,
+                     (unit.sha256, unit.size_bytes, unit.mtime_ns)),
                 )
             )
 

@@ -339,6 +339,7 @@ def read_activities(
     data: bytes | None = None,
     max_bytes: int | None = None,
     sport_hint: tuple[str, str | None] | None = None,
+    sha256: str | None = None,
 ) -> list[NormalisedActivity]:
     """Read one FIT/GPX/TCX file (optionally ``.gz``) into normalised activities.
 
@@ -364,6 +365,10 @@ def read_activities(
         ``activities.csv``) for sessions whose file names no sport
         (:func:`unknown_sport`); a sport the file states wins. Applied before
         normalising: the sport decides the cadence unit and the range checks.
+    sha256
+        The SHA-256 (hex) of the file's bytes when the caller already has it
+        (the ingest hashes every file to find known content): not computed
+        again.
 
     Returns
     -------
@@ -386,7 +391,7 @@ def read_activities(
             raise RejectedFile(f"cannot read file: {exc.strerror or exc}", path=rel_path) from exc
     if len(data) > limit:
         raise RejectedFile(f"file is {len(data)} bytes, above the {limit}-byte limit", path=rel_path)
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256 if sha256 is not None else hashlib.sha256(data).hexdigest()
     raw = gunzip_bounded(data, max_bytes=limit, path=rel_path) if data.startswith(GZIP_MAGIC) else data
     if not raw:
         raise RejectedFile("empty file", path=rel_path)
@@ -630,9 +635,7 @@ def normalise_session(
         raw, activity_id=activity_id, athlete_id=athlete_id, athlete_tz=athlete_tz, sport=sport,
         sub_sport=sub_sport, rel_path=rel_path, sha256=sha256, start=start, end=end, pauses=pauses,
         elapsed=elapsed, moving=moving, distance=distance, distance_source=distance_source, has_gps=has_gps,
-        fix=fix, altitudes=[a for a in columns["altitude_m"] if a is not None],
-        cadences=columns["cadence_spm"], hrs=[h for h in columns["hr_bpm"] if h is not None],
-        powers=columns["power_w"], samples_frame=samples_frame,
+        fix=fix, present=lambda key: [v for v in columns[key] if v is not None], samples_frame=samples_frame,
     )
 
 
@@ -655,20 +658,23 @@ def _finish(
     distance_source: str,
     has_gps: bool,
     fix: tuple[float, float] | None,
-    altitudes: list[float],
-    cadences: Sequence[float | None],
-    hrs: list[float],
-    powers: Sequence[float | None],
+    present: Callable[[str], list[float]],
     samples_frame: pl.DataFrame,
 ) -> NormalisedActivity:
-    """The activity row, laps and pauses of a session whose samples are done (both paths)."""
+    """The activity row, laps and pauses of a session whose samples are done (both paths).
+
+    ``present(column)`` gives a sample column's present values in order; it is only
+    called for a total the session does not state (most watch files state them all).
+    """
     offset, zone, tz_source = _resolve_zone(raw, start, fix, athlete_tz)
-    climb = ascent_descent_m(altitudes) if raw.total_ascent_m is None or raw.total_descent_m is None else None
-    positive_cadence = [c for c in cadences if c is not None and c > 0]
+    climb = (ascent_descent_m(present("altitude_m"))
+             if raw.total_ascent_m is None or raw.total_descent_m is None else None)
     avg_cadence = cadence_to_spm(raw.avg_cadence_cpm, sport)
-    if avg_cadence is None and positive_cadence:
-        avg_cadence = sum(positive_cadence) / len(positive_cadence)
-    present_hr = hrs
+    if avg_cadence is None:
+        positive_cadence = [c for c in present("cadence_spm") if c > 0]
+        if positive_cadence:
+            avg_cadence = sum(positive_cadence) / len(positive_cadence)
+    present_hr = present("hr_bpm") if raw.avg_hr_bpm is None or raw.max_hr_bpm is None else []
     n_samples = samples_frame.height
 
     activity = {
@@ -690,7 +696,7 @@ def _finish(
         "avg_hr_bpm": raw.avg_hr_bpm if raw.avg_hr_bpm is not None else _mean(present_hr),
         "max_hr_bpm": raw.max_hr_bpm if raw.max_hr_bpm is not None else (max(present_hr) if present_hr else None),
         "avg_cadence_spm": avg_cadence,
-        "avg_power_w": raw.avg_power_w if raw.avg_power_w is not None else _mean(powers),
+        "avg_power_w": raw.avg_power_w if raw.avg_power_w is not None else _mean(present("power_w")),
         "total_ascent_m": raw.total_ascent_m if raw.total_ascent_m is not None else (climb[0] if climb else None),
         "total_descent_m": raw.total_descent_m if raw.total_descent_m is not None else (climb[1] if climb else None),
         "has_gps": has_gps,
@@ -882,6 +888,5 @@ def _normalise_columns(
         raw, activity_id=activity_id, athlete_id=athlete_id, athlete_tz=athlete_tz, sport=sport,
         sub_sport=sub_sport, rel_path=rel_path, sha256=sha256, start=start, end=end, pauses=pauses,
         elapsed=elapsed, moving=moving, distance=distance, distance_source=distance_source, has_gps=has_gps,
-        fix=fix, altitudes=_present(columns["altitude_m"]), cadences=_present(columns["cadence_spm"]),
-        hrs=_present(columns["hr_bpm"]), powers=_present(columns["power_w"]), samples_frame=frame,
+        fix=fix, present=lambda key: _present(columns[key]), samples_frame=frame,
     )
