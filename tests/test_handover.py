@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -38,6 +39,27 @@ def test_decode_file_hands_back_bytes_not_objects(sim_club: dict[str, Any]) -> N
     assert isinstance(payload, bytes)
     (act,) = unpack_activities(payload)
     assert act.samples.height > 100 and act.samples.schema["t_utc"] == pl.Datetime("us", "UTC")
+
+
+def test_decode_file_takes_the_ingest_hash_only_for_the_bytes_it_was_taken_of(
+    sim_club: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "run.fit"
+    path.write_bytes(_fit_files(sim_club)[0].read_bytes())
+    stat = path.stat()
+    real = hashlib.sha256(path.read_bytes()).hexdigest()
+    stand_in = "ab" * 32  # not the file's hash: shows which one the activity id was made from
+
+    def activity_id(known: tuple[str, int, int | None] | None, data: bytes | None = None) -> str:
+        (act,) = unpack_activities(decode_file(str(path), path.name, "x", None, data, None, known))
+        return act.activity_id
+
+    assert activity_id(None).startswith(real[:16])
+    assert activity_id((stand_in, stat.st_size, stat.st_mtime_ns)).startswith(stand_in[:16])  # unchanged file
+    assert activity_id((stand_in, stat.st_size, None), data=path.read_bytes()).startswith(stand_in[:16])  # member
+    # the file changed since the ingest hashed it (another modification time, or size): hashed again
+    assert activity_id((stand_in, stat.st_size, stat.st_mtime_ns + 1)).startswith(real[:16])
+    assert activity_id((stand_in, stat.st_size + 1, stat.st_mtime_ns)).startswith(real[:16])
 
 
 def test_empty_payload_round_trip() -> None:
