@@ -35,6 +35,7 @@ EXIT_USAGE = 2
 EXIT_REJECTIONS = 3
 EXIT_LOCKED = 4
 EXIT_REFUSED = 5
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 log = logging.getLogger("pipeline")
 
@@ -430,6 +431,8 @@ def sql(query: str | None, warehouse: Path | None, params: tuple[tuple[str, str]
         _fail(str(exc), EXIT_REFUSED)
     except WarehouseError as exc:
         _fail(str(exc), EXIT_FAILURE)
+    except KeyboardInterrupt:
+        _fail("query interrupted (Ctrl-C)", EXIT_INTERRUPTED)
     if fmt == "csv":
         import polars as pl
 

@@ -123,7 +123,7 @@ def test_the_fingerprint_ignores_bookkeeping_only(sim_ingested: dict[str, Any], 
 
 def test_exit_codes_are_documented() -> None:
     text = OPERATIONS.read_text(encoding="utf-8")
-    documented = {int(code) for code in re.findall(r"^\|\s*(\d)\s*\|", text, flags=re.M)}
+    documented = {int(code) for code in re.findall(r"^\|\s*(\d+)\s*\|", text, flags=re.M)}
     codes = {getattr(cli_module, name) for name in dir(cli_module) if name.startswith("EXIT_")}
     assert documented == codes
 

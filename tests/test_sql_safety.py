@@ -8,6 +8,7 @@ COPY TO and read_csv, so the guards are what stop them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import datetime, timedelta, timezone
@@ -328,6 +329,43 @@ def test_a_time_limit_that_runs_out_before_the_query_starts_still_stops_it(
         run_readonly_query(snapshot, "SELECT sum(a.range * b.range) FROM range(60000) a, range(60000) b",
                            timeout_s=1, threads=1)
     assert time.monotonic() - start < 10
+
+
+def test_ctrl_c_stops_a_running_query_at_once(snapshot: Path) -> None:
+    """SIGINT reaches ``pipeline sql`` while DuckDB works: exit 130, one line, well before the time limit."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "sql", "--warehouse", str(snapshot.parent), "--timeout", "120",
+         "--threads", "1", "SELECT count(*) FROM range(100000000000) r WHERE hash(r.range) = 42"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        fd_dir = Path(f"/proc/{proc.pid}/fd")
+        while not any(_points_at(fd, snapshot) for fd in fd_dir.iterdir()):  # the snapshot is open
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(1.0)  # the query is running
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - start < 10
+    assert proc.returncode == 130 and out == "" and err == "error: query interrupted (Ctrl-C)\n", err
+
+
+def _points_at(fd: Path, target: Path) -> bool:
+    try:
+        return Path(os.readlink(fd)) == target  # noqa: PTH115
+    except OSError:
+        return False
 
 
 def test_a_memory_hog_is_stopped_by_the_memory_limit(snapshot: Path) -> None:

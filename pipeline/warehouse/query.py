@@ -14,9 +14,10 @@ Two independent guards:
    scans, ``memory_limit`` and ``threads`` set, then ``lock_configuration``
    so no statement can loosen any of it.
 
-A watchdog thread interrupts the connection after ``timeout_s``, and again every
-quarter second until the query ends (an interrupt that lands before DuckDB has
-started the query is lost).
+The query runs in a thread of its own, so Ctrl-C reaches the caller's thread;
+a watchdog thread interrupts the connection after ``timeout_s`` (or on Ctrl-C),
+and again every quarter second until the query ends (an interrupt that lands
+before DuckDB has started the query is lost).
 
 Result columns whose DuckDB type polars cannot hold (``INTERVAL``,
 ``UNION``, also nested in lists and structs) come back as DuckDB's text
@@ -250,87 +251,132 @@ def run_readonly_query(
         raise WarehouseError(f"{snapshot}: no snapshot; run `pipeline ingest` first")
     params = dict(params or {})
     con = open_readonly(snapshot, memory_limit=memory_limit, threads=threads)
-    fired = threading.Event()
-    done = threading.Event()
+    fired = threading.Event()  # the watchdog interrupted the query (time limit or Ctrl-C)
+    done = threading.Event()  # the query is over
+    wake = threading.Event()  # the query is over, or the caller pressed Ctrl-C
     guard = threading.Lock()  # the watchdog never interrupts a connection being closed
     closed = False
 
     def _watchdog() -> None:
-        # past the limit, interrupt again and again until the query ends: DuckDB drops an
-        # interrupt that lands before its query starts (a process paused or slow to get there)
-        if done.wait(timeout_s):
-            return
-        while True:
+        # at the limit (or on Ctrl-C), interrupt again and again until the query ends: DuckDB drops
+        # an interrupt that lands before its query starts (a process paused or slow to get there)
+        wake.wait(timeout_s)
+        while not done.is_set():
             with guard:
                 if closed:
                     return
                 fired.set()
                 con.interrupt()
-            if done.wait(_INTERRUPT_AGAIN_S):
-                return
+            done.wait(_INTERRUPT_AGAIN_S)
 
-    timer = threading.Thread(target=_watchdog, name="pipeline-sql-timeout", daemon=True)
-    timer.start()
-    try:
-        statements = check_statements(con, sql)
-        used: set[str] = set()
-        for stmt in statements:
-            names = set(stmt.named_parameters)
-            positional = sorted(n for n in names if n.isdigit())
-            if positional:
-                raise QueryRefused("positional parameters (? or $1) are not supported; use $name")
-            missing = sorted(names - set(params))
-            if missing:
-                raise QueryRefused(f"no value given for parameter(s) {', '.join('$' + m for m in missing)}")
-            used |= names
-        unused = sorted(set(params) - used)
-        if unused:
-            raise QueryRefused(f"parameter(s) {', '.join('$' + u for u in unused)} not used by the query")
-        for stmt in statements[:-1]:
-            con.execute(stmt.query, {k: params[k] for k in stmt.named_parameters} or None)
-            con.complete()
-        last = statements[-1]
-        last_params = {k: params[k] for k in last.named_parameters}
-        rel = con.sql(last.query, params=last_params) if last_params else con.sql(last.query)
-        if rel is None:  # pragma: no cover - SELECTs always return a relation
-            return pl.DataFrame()
-        reader = _portable(rel).to_arrow_reader(65536)
-        batches = []
-        rows = 0
-        for batch in reader:
-            rows += batch.num_rows
-            if max_rows is not None and rows > max_rows:
-                raise QueryRefused(f"result has more than {max_rows} rows; add a LIMIT or aggregate")
-            batches.append(batch)
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-        return _to_polars(table)
-    except (QueryRefused, WarehouseError):
-        raise
-    except (duckdb.Error, OSError, RuntimeError) as exc:
-        # the timer's interrupt surfaces as InterruptException, as an Arrow OSError mid-stream,
-        # or as RuntimeError("Query interrupted") from the streaming reader
-        if fired.is_set():
-            raise QueryRefused(f"query exceeded {timeout_s:g} s and was interrupted") from exc
-        if isinstance(exc, RuntimeError):
+    def _run() -> pl.DataFrame:
+        try:
+            statements = check_statements(con, sql)
+            used: set[str] = set()
+            for stmt in statements:
+                names = set(stmt.named_parameters)
+                positional = sorted(n for n in names if n.isdigit())
+                if positional:
+                    raise QueryRefused("positional parameters (? or $1) are not supported; use $name")
+                missing = sorted(names - set(params))
+                if missing:
+                    raise QueryRefused(f"no value given for parameter(s) {', '.join('$' + m for m in missing)}")
+                used |= names
+            unused = sorted(set(params) - used)
+            if unused:
+                raise QueryRefused(f"parameter(s) {', '.join('$' + u for u in unused)} not used by the query")
+            for stmt in statements[:-1]:
+                con.execute(stmt.query, {k: params[k] for k in stmt.named_parameters} or None)
+                con.complete()
+            last = statements[-1]
+            last_params = {k: params[k] for k in last.named_parameters}
+            rel = con.sql(last.query, params=last_params) if last_params else con.sql(last.query)
+            if rel is None:  # pragma: no cover - SELECTs always return a relation
+                return pl.DataFrame()
+            reader = _portable(rel).to_arrow_reader(65536)
+            batches = []
+            rows = 0
+            for batch in reader:
+                rows += batch.num_rows
+                if max_rows is not None and rows > max_rows:
+                    raise QueryRefused(f"result has more than {max_rows} rows; add a LIMIT or aggregate")
+                batches.append(batch)
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+            return _to_polars(table)
+        except (QueryRefused, WarehouseError):
             raise
-        if isinstance(exc, duckdb.OutOfMemoryException):
-            raise QueryRefused(
-                f"query needs more than the {memory_limit} memory limit; aggregate more or add a LIMIT"
-            ) from exc
-        text = str(exc)
-        if isinstance(exc, duckdb.PermissionException) and "disabled by configuration" in text:
-            raise QueryRefused(
-                f"refused: pipeline sql reads the warehouse snapshot only, not files, folders or URLs ({exc})"
-            ) from exc
-        if (
-            isinstance(exc, duckdb.PermissionException)
-            or "read-only mode" in text
-            or "configuration has been locked" in text
-        ):
-            raise QueryRefused(f"refused by the read-only session: {exc}") from exc
-        raise WarehouseError(f"query failed: {exc}") from exc
+        except (duckdb.Error, OSError, RuntimeError) as exc:
+            # the timer's interrupt surfaces as InterruptException, as an Arrow OSError mid-stream,
+            # or as RuntimeError("Query interrupted") from the streaming reader
+            if fired.is_set():
+                raise QueryRefused(f"query exceeded {timeout_s:g} s and was interrupted") from exc
+            if isinstance(exc, RuntimeError):
+                raise
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                raise QueryRefused(
+                    f"query needs more than the {memory_limit} memory limit; aggregate more or add a LIMIT"
+                ) from exc
+            text = str(exc)
+            if isinstance(exc, duckdb.PermissionException) and "disabled by configuration" in text:
+                raise QueryRefused(
+                    f"refused: pipeline sql reads the warehouse snapshot only, not files, folders or URLs ({exc})"
+                ) from exc
+            if (
+                isinstance(exc, duckdb.PermissionException)
+                or "read-only mode" in text
+                or "configuration has been locked" in text
+            ):
+                raise QueryRefused(f"refused by the read-only session: {exc}") from exc
+            raise WarehouseError(f"query failed: {exc}") from exc
+
+    outcome: list[tuple[bool, Any]] = []
+    finished = threading.Event()
+
+    def _runner() -> None:
+        try:
+            outcome.append((True, _run()))
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller's thread
+            outcome.append((False, exc))
+        finally:
+            finished.set()
+
+    # the query runs in a thread of its own: the caller's thread stays in Python, where Ctrl-C
+    # (SIGINT) reaches it, while DuckDB works (a call into DuckDB would hold it until the end)
+    timer = threading.Thread(target=_watchdog, name="pipeline-sql-timeout", daemon=True)
+    runner = threading.Thread(target=_runner, name="pipeline-sql-query", daemon=True)
+    interrupted = False
+
+    def _wait_for_the_runner() -> None:
+        # (Event.wait, not Thread.join: a join interrupted by Ctrl-C may return early next time)
+        nonlocal interrupted
+        while runner.ident is not None and not finished.is_set():
+            try:
+                finished.wait(0.1)
+            except KeyboardInterrupt:
+                interrupted = True
+                wake.set()  # the watchdog interrupts DuckDB until the query ends
+
+    try:
+        timer.start()
+        runner.start()
+        _wait_for_the_runner()
+        if interrupted:
+            raise KeyboardInterrupt
+        ok, value = outcome.pop()
+        if ok:
+            return value
+        try:
+            raise value
+        finally:
+            # no reference cycle through this frame: the error's traceback holds the query's
+            # relation and reader, which keep the snapshot's DuckDB instance alive until freed
+            del value
     finally:
+        if not finished.is_set():  # Ctrl-C before the wait began: stop the query, then close
+            wake.set()
+            _wait_for_the_runner()
         done.set()
+        wake.set()
         with guard:
             closed = True
             con.close()
