@@ -306,7 +306,7 @@ def run_readonly_query(
         except (QueryRefused, WarehouseError):
             raise
         except (duckdb.Error, OSError, RuntimeError) as exc:
-            # the timer's interrupt surfaces as InterruptException, as an Arrow OSError mid-stream,
+            # the watchdog's interrupt surfaces as InterruptException, as an Arrow OSError mid-stream,
             # or as RuntimeError("Query interrupted") from the streaming reader
             if fired.is_set():
                 raise QueryRefused(f"query exceeded {timeout_s:g} s and was interrupted") from exc
