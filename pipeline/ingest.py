@@ -46,6 +46,7 @@ from pipeline.sources.archive import ExportIndex, iter_archive, read_export_inde
 from pipeline.sources.athlete import Athlete, read_athlete
 from pipeline.sources.pain import read_pain_log
 from pipeline.warehouse import FileLoad, Warehouse
+from pipeline.warehouse.overlap import OverlapIndex
 from pipeline.workers import Job, run_jobs
 
 __all__ = ["IngestSummary", "ingest", "discover", "RawFile", "ACTIVITY_SUFFIXES"]
@@ -496,49 +497,17 @@ def _ingest_activities(
             done += 1
             if progress is not None:
                 progress(done, total, result.key)
-            key = result.key
-            unit = units[key]
+            unit = units[result.key]
             if result.timed_out:
                 reject(unit, f"parsing took longer than {settings.parse_timeout_s:g} s")
                 continue
             if result.error is not None:
-                exc = result.error
-                if isinstance(exc, SkippedFile):
-                    reject(unit, exc.reason, status="skipped")
-                elif isinstance(exc, InputError):
-                    reject(unit, _describe(exc))
-                elif isinstance(exc, MemoryError):
-                    reject(unit, str(exc))
-                else:
-                    reject(unit, f"could not be read ({type(exc).__name__}: {exc})")
+                reason, status = _error_reason(result.error)
+                reject(unit, reason, status=status)
                 continue
-            activities = unpack_activities(result.value)
-            duplicates: dict[str, str] = {}
-            for act in activities:
-                row = act.activity
-                other = overlaps.find(row["athlete_id"], row["start_utc"], row["end_utc"])
-                if other is not None and other != act.activity_id:
-                    duplicates[act.activity_id] = other
-            ids = [a.activity_id for a in activities]
-            fmt = activities[0].activity["source_format"] if activities else _format_of(key)
-            if activities and len(duplicates) == len(activities):
-                status, reason = "duplicate", "same activity as " + ", ".join(sorted(set(duplicates.values())))
-                summary.duplicates += 1
-            else:
-                status, reason = "loaded", None
-                summary.loaded += 1
-                summary.samples_loaded += sum(a.samples.height for a in activities if a.activity_id not in duplicates)
-            for act in activities:
-                if act.activity_id not in duplicates:
-                    row = act.activity
-                    overlaps.add(row["athlete_id"], act.activity_id, row["start_utc"], row["end_utc"])
-            pending.append(FileLoad(
-                ledger=_ledger(unit, run_id=run_id, fmt=fmt, status=status, reason=reason, activity_ids=ids,
-                               duplicate_of=next(iter(duplicates.values()), None) if status == "duplicate" else None),
-                activities=activities,
-                duplicates=duplicates,
-            ))
-            pending_rows += sum(a.samples.height for a in activities)
+            load = _file_load(unit, unpack_activities(result.value), overlaps, summary, run_id=run_id)
+            pending.append(load)
+            pending_rows += sum(a.samples.height for a in load.activities)
             if len(pending) >= _BATCH_FILES or pending_rows >= _BATCH_SAMPLES:
                 flush()
         if pending:
@@ -553,6 +522,49 @@ def _ingest_activities(
         if index.note:
             reason += f"; {index.note}"
         wh.record_file(ledger=_ledger(archive, run_id=run_id, fmt="zip", status="skipped", reason=reason))
+
+
+def _error_reason(exc: BaseException) -> tuple[str, str]:
+    """(reason, ledger status) for a file its decoder process could not read."""
+    if isinstance(exc, SkippedFile):
+        return exc.reason, "skipped"
+    if isinstance(exc, InputError):
+        return _describe(exc), "rejected"
+    if isinstance(exc, MemoryError):
+        return str(exc), "rejected"
+    return f"could not be read ({type(exc).__name__}: {exc})", "rejected"
+
+
+def _file_load(
+    unit: _Unit, activities: list[NormalisedActivity], overlaps: OverlapIndex, summary: IngestSummary, *, run_id: str
+) -> FileLoad:
+    """One decoded file as a load: its activities that repeat a known one are duplicates (a file
+    whose activities all repeat is a duplicate file), the others join ``overlaps``."""
+    duplicates: dict[str, str] = {}
+    for act in activities:
+        row = act.activity
+        other = overlaps.find(row["athlete_id"], row["start_utc"], row["end_utc"])
+        if other is not None and other != act.activity_id:
+            duplicates[act.activity_id] = other
+    ids = [a.activity_id for a in activities]
+    fmt = activities[0].activity["source_format"] if activities else _format_of(unit.rel_path)
+    if activities and len(duplicates) == len(activities):
+        status, reason = "duplicate", "same activity as " + ", ".join(sorted(set(duplicates.values())))
+        summary.duplicates += 1
+    else:
+        status, reason = "loaded", None
+        summary.loaded += 1
+        summary.samples_loaded += sum(a.samples.height for a in activities if a.activity_id not in duplicates)
+    for act in activities:
+        if act.activity_id not in duplicates:
+            row = act.activity
+            overlaps.add(row["athlete_id"], act.activity_id, row["start_utc"], row["end_utc"])
+    return FileLoad(
+        ledger=_ledger(unit, run_id=run_id, fmt=fmt, status=status, reason=reason, activity_ids=ids,
+                       duplicate_of=next(iter(duplicates.values()), None) if status == "duplicate" else None),
+        activities=activities,
+        duplicates=duplicates,
+    )
 
 
 def _describe(exc: InputError) -> str:
